@@ -1,0 +1,249 @@
+"""The whole mesh on one machine: PostgreSQL, Redis, the broker, seven services and Envoy.
+
+`Stack.up()` starts what is not running yet, in dependency order, waiting for each part to be
+healthy; `Stack.down()` stops everything it started, newest first. The state folder keeps data,
+logs, PID files and generated configuration, so data survives a stop and a start.
+
+Set POSTGRES_ADMIN_URL, REDIS_URL or KAFKA_BOOTSTRAP to use an external server instead of the
+embedded one (the stack then creates the service databases and topics there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from clinic_platform import events
+from clinic_platform.kafka import ensure_topics
+from clinic_platform.settings import LOCAL_KAFKA_PORT, LOCAL_POSTGRES_PORT, LOCAL_REDIS_PORT, SERVICE_PORTS
+from gateway import envoy_config
+from local_stack.components import Broker, Envoy, Redis, ServiceProcess
+from local_stack.postgres import Postgres
+from local_stack.provision import database_url, provision_databases
+
+SERVICES = list(SERVICE_PORTS)
+PUBLISHERS = [s for s in SERVICES if s != "reporting"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def topics() -> list[str]:
+    names = [events.topic_for(s) for s in PUBLISHERS]
+    return names + [events.dlq_for(t) for t in names]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Ports:
+    edge: int = 8080
+    admin: int = 9901
+    postgres: int = LOCAL_POSTGRES_PORT
+    redis: int = LOCAL_REDIS_PORT
+    kafka: int = LOCAL_KAFKA_PORT
+    services: dict[str, int] = field(default_factory=lambda: dict(SERVICE_PORTS))
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        ports = cls()
+        for name in ("edge", "admin", "postgres", "redis", "kafka"):
+            value = os.environ.get(f"CLINIC_{name.upper()}_PORT")
+            if value:
+                setattr(ports, name, int(value))
+        return ports
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Unused ports, for a test stack beside a running local one."""
+        return cls(
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            {s: free_port() for s in SERVICES},
+        )
+
+
+Report = Callable[[str, str], None]
+
+
+def _quiet(_part: str, _message: str) -> None:
+    pass
+
+
+class Stack:
+    def __init__(self, state_dir: Path, ports: Ports, *, env: dict[str, str] | None = None,
+                 report: Report = _quiet) -> None:  # fmt: skip
+        self.state_dir = state_dir
+        self.ports = ports
+        self.report = report
+        env = dict(os.environ if env is None else env)
+        self.external_postgres = env.get("POSTGRES_ADMIN_URL")
+        self.external_redis = env.get("REDIS_URL")
+        self.external_kafka = env.get("KAFKA_BOOTSTRAP")
+        self.postgres = Postgres(state_dir, ports.postgres)
+        self.redis = Redis(state_dir, ports.redis)
+        self.broker = Broker(state_dir, ports.kafka)
+        self.gateway_dir = state_dir / "gateway"
+        self.envoy = Envoy(state_dir, self.gateway_dir / "envoy.json", ports.edge, ports.admin)
+        self.database_urls: dict[str, str] = {}
+        self.service_env_extra: dict[str, str] = {}
+
+    # -- addresses ------------------------------------------------------------------------------
+    @property
+    def redis_url(self) -> str:
+        return self.external_redis or self.redis.url
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.external_kafka or self.broker.bootstrap
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.edge}"
+
+    @property
+    def postgres_admin_url(self) -> str:
+        if self.external_postgres:
+            return self.external_postgres
+        return f"postgresql://postgres@/postgres?host={self.postgres.socket_dir}&port={self.ports.postgres}"
+
+    def service(self, name: str) -> ServiceProcess:
+        env = {
+            "DATABASE_URL": self.database_urls[name],
+            "REDIS_URL": self.redis_url,
+            "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            **self.service_env_extra,
+        }
+        return ServiceProcess(self.state_dir, name, self.ports.services[name], env)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def up(self, services: list[str] | None = None, *, gateway: bool = True) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self.start_infrastructure()
+        self.start_services(services or SERVICES)
+        if gateway:
+            self.start_gateway()
+        self._save_state()
+        self.report("ready", f"in {time.monotonic() - started:.1f}s")
+
+    def start_infrastructure(self) -> None:
+        if self.external_postgres:
+            self.report("postgres", f"external ({_redact(self.external_postgres)})")
+        else:
+            self._step("postgres", self._start_postgres)
+        passwords = self.postgres.passwords(SERVICES)
+        self._step(
+            "databases",
+            lambda: asyncio.run(provision_databases(self.postgres_admin_url, passwords)),
+            done=lambda _: f"{len(passwords)} ready (one database and role per service)",
+        )
+        if self.external_postgres:
+            admin = urlsplit(self.external_postgres)
+            host, port = admin.hostname or "127.0.0.1", admin.port or 5432
+        else:
+            host, port = "127.0.0.1", self.ports.postgres
+        self.database_urls = {s: database_url(s, p, host, port) for s, p in passwords.items()}
+        if self.external_redis:
+            self.report("redis", f"external ({_redact(self.external_redis)})")
+        else:
+            self._step(
+                "redis",
+                self.redis.start,
+                done=lambda _: f"127.0.0.1:{self.ports.redis} (append-only file on)",
+            )
+        if self.external_kafka:
+            self.report("broker", f"external ({self.external_kafka})")
+        else:
+            self._step(
+                "broker",
+                self.broker.start,
+                done=lambda _: f"127.0.0.1:{self.ports.kafka} (Tansu, memory only)",
+            )
+        self._step(
+            "topics",
+            lambda: ensure_topics(self.kafka_bootstrap, topics()),
+            done=lambda _: f"{len(topics())} ready",
+        )
+
+    def _start_postgres(self) -> None:
+        created = self.postgres.init()
+        if not self.postgres.running():
+            self.postgres.start()
+        self.report("postgres", f"127.0.0.1:{self.ports.postgres}" + (" (new cluster)" if created else ""))
+
+    def start_services(self, names: list[str]) -> None:
+        processes = [self.service(name) for name in names]
+        for process in processes:
+            process.launch()
+        for process in processes:
+            self._step(
+                process.name, process.wait_ready, done=lambda _, p=process: f"serving on 127.0.0.1:{p.port}"
+            )
+
+    def start_gateway(self) -> None:
+        def start() -> None:
+            from tools.protos import build_descriptor_set
+
+            descriptor = build_descriptor_set(self.gateway_dir / "clinic.pb")
+            upstreams = [envoy_config.Upstream(s, "127.0.0.1", self.ports.services[s]) for s in SERVICES]
+            envoy_config.write(
+                envoy_config.EdgeConfig(descriptor, upstreams, self.ports.edge, self.ports.admin),
+                self.envoy.config,
+            )
+            self.envoy.start()
+
+        self._step(
+            "envoy", start, done=lambda _: f"edge on {self.edge_url} (admin 127.0.0.1:{self.ports.admin})"
+        )
+
+    def down(self) -> None:
+        """Stop everything, newest first; safe to call when parts are not running."""
+        steps: list[tuple[str, Callable[[], bool]]] = [("envoy", self.envoy.stop)]
+        steps += [(s, self._stopper(s)) for s in reversed(SERVICES)]
+        steps += [("broker", self.broker.stop), ("redis", self.redis.stop), ("postgres", self.postgres.stop)]
+        for name, stop in steps:
+            if stop():
+                self.report(name, "stopped")
+
+    def _stopper(self, service: str) -> Callable[[], bool]:
+        return ServiceProcess(self.state_dir, service, 0, {}).stop
+
+    def status(self) -> dict[str, int | None]:
+        parts = {"postgres": self.postgres.pid if self.postgres.running() else None}
+        parts |= {"redis": self.redis.pid, "broker": self.broker.pid}
+        parts |= {s: ServiceProcess(self.state_dir, s, 0, {}).pid for s in SERVICES}
+        parts["envoy"] = self.envoy.pid
+        return parts
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _step(self, part: str, action: Callable[[], object], done: Callable[[object], str] | None = None):
+        started = time.monotonic()
+        result = action()
+        if done is not None:
+            self.report(part, f"{done(result)}  [{time.monotonic() - started:.1f}s]")
+        return result
+
+    def _save_state(self) -> None:
+        (self.state_dir / "stack.json").write_text(
+            json.dumps({"ports": asdict(self.ports), "edge": self.edge_url}, indent=2)
+        )
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

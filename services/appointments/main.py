@@ -1,0 +1,28 @@
+"""Composition root of the appointments service: settings -> database -> servicer -> server."""
+
+from clinic.appointments.v1 import appointments_service_pb2 as pb
+from clinic.appointments.v1 import appointments_service_pb2_grpc as rpc
+from clinic_platform.server import ServiceApp, run
+from clinic_platform.settings import ServiceSettings
+from appointments import store
+from appointments.api import AppointmentsApi
+
+
+class Settings(ServiceSettings):
+    service_name = "appointments"
+
+
+def build(settings: Settings) -> ServiceApp:
+    app = ServiceApp(settings)
+    db = app.use_database(store.metadata)
+    app.add_servicer(
+        rpc.add_AppointmentsServiceServicer_to_server,
+        AppointmentsApi(db),
+        pb.DESCRIPTOR,
+        "AppointmentsService",
+    )
+    return app
+
+
+if __name__ == "__main__":
+    run(build, Settings)

@@ -1,0 +1,115 @@
+"""A service's database: async SQLAlchemy engine, transactions that wake the outbox relay, and the
+tables every service shares (outbox, inbox, relay state)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+# Constraint names follow one convention so Alembic migrations can name what they alter.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_metadata() -> MetaData:
+    """A service's MetaData, with the outbox, inbox and relay-state tables already in it."""
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, Identity(), primary_key=True),
+        Column("event_id", Uuid, nullable=False, unique=True),
+        Column("topic", Text, nullable=False),
+        Column("event_type", Text, nullable=False),
+        Column("aggregate_id", Text, nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("request_id", Text),
+        Column("occurred_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True)),
+        Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+        Index("ix_outbox_published_at", "published_at"),
+    )
+    Table(
+        "inbox",
+        metadata,
+        Column("event_id", Uuid, primary_key=True),
+        Column("consumer", Text, nullable=False),
+        Column("event_type", Text, nullable=False),
+        Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    Table(
+        "outbox_relay_state",
+        metadata,
+        Column("id", SmallInteger, primary_key=True),
+        Column("broker_cluster_id", Text),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    return metadata
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when the database (not the statement) failed: worth retrying, never a poison event."""
+    if isinstance(exc, (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+class Database:
+    """Engine and session factory of one service database.
+
+    `transaction()` commits on success and then pokes `on_commit` (the outbox relay) when the
+    transaction wrote events, so events leave within milliseconds without LISTEN/NOTIFY, whose
+    commit-time lock would serialize every booking.
+    """
+
+    def __init__(self, url: str, metadata: MetaData, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.metadata = metadata
+        self.engine: AsyncEngine = create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=False,
+            pool_recycle=1800,
+            echo=echo,
+        )
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.event_listeners: list[Callable[[], None]] = []
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session, session.begin():
+            yield session
+        if session.info.get("wrote_events"):
+            self.events_written()
+
+    def events_written(self) -> None:
+        """Tell the outbox relay that a committed transaction wrote events."""
+        for listener in self.event_listeners:
+            listener()
+
+    async def close(self) -> None:
+        await self.engine.dispose()

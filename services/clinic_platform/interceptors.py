@@ -1,0 +1,117 @@
+"""The server interceptor every service runs: request id, access log, error mapping (and, from
+the identity issue on, authentication) in one wrapper, so the hot path pays for one layer.
+
+No exception reaches a client as UNKNOWN with a traceback: ServiceErrors become their status with
+the message (and google.rpc details), a database or cache that is down becomes UNAVAILABLE, and
+anything else becomes INTERNAL with the request id to quote, logged here with its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from clinic_platform.context import new_request_id, request_id_var
+from clinic_platform.db import is_connection_error
+from clinic_platform.errors import InvalidArgument, ServiceError
+
+log = logging.getLogger("clinic.access")
+error_log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+HEALTH_PREFIX = "/grpc.health.v1.Health/"  # probes every few seconds: not worth an access-log line
+
+# Hooks run before the handler; they may raise ServiceError (e.g. Unauthenticated).
+PreCall = Callable[[str, grpc.aio.ServicerContext], Awaitable[None]]
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if is_connection_error(exc):
+        return True
+    module = type(exc).__module__
+    return module.startswith("redis") and "Connection" in type(exc).__name__
+
+
+def status_of(err: ServiceError) -> tuple[grpc.StatusCode, tuple[tuple[str, bytes], ...]]:
+    """The status code and the `grpc-status-details-bin` trailer for a ServiceError."""
+    code = grpc.StatusCode[err.status]
+    status = status_pb2.Status(code=code.value[0], message=err.message)
+    if isinstance(err, InvalidArgument):
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in err.violations
+                ]
+            )
+        )
+        status.details.append(detail)
+    return code, ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, *, log_access: bool = True, pre_call: list[PreCall] | None = None) -> None:
+        self.log_access = log_access
+        self.pre_call = pre_call or []
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # streams (health Watch, reflection) pass through untouched
+        method = handler_call_details.method
+        request_id = dict(handler_call_details.invocation_metadata or ()).get(REQUEST_ID_HEADER)
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap(method, request_id, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, method: str, request_id: str | None, behavior: Callable[..., Awaitable[Any]]):
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            rid = request_id or new_request_id()
+            token = request_id_var.set(rid)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                for hook in self.pre_call:
+                    await hook(method, context)
+                return await behavior(request, context)
+            except ServiceError as err:
+                code, trailer = status_of(err)
+                await context.abort(code, err.message, trailing_metadata=trailer)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except NotImplementedError:
+                # The generated base servicer's answer for an RPC a service does not serve yet.
+                code = grpc.StatusCode.UNIMPLEMENTED
+                await context.abort(code, f"{method} is not implemented yet")
+            except Exception as exc:
+                if _is_unavailable(exc):
+                    code = grpc.StatusCode.UNAVAILABLE
+                    error_log.warning("dependency unavailable", extra={"method": method, "error": repr(exc)})
+                    await context.abort(code, "a service dependency is unavailable; retry later")
+                code = grpc.StatusCode.INTERNAL
+                error_log.exception("unhandled error", extra={"method": method})
+                await context.abort(code, f"internal error (request id {rid})")
+            finally:
+                if self.log_access and not method.startswith(HEALTH_PREFIX):
+                    log.info(
+                        "call",
+                        extra={
+                            "method": method,
+                            "code": code.name,
+                            "ms": round((time.perf_counter() - started) * 1000, 2),
+                        },
+                    )
+                request_id_var.reset(token)
+
+        return call

@@ -1,0 +1,70 @@
+"""Configuration from environment variables, one settings object per service.
+
+Defaults run the local stack (see local_stack/ports.py for the same numbers); production sets
+DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP and friends from Kubernetes Secrets and ConfigMaps.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The local stack's well-known ports; every one can be overridden by its variable.
+LOCAL_POSTGRES_PORT = 55432
+LOCAL_REDIS_PORT = 56379
+LOCAL_KAFKA_PORT = 59092
+SERVICE_PORTS = {
+    "user_management": 50051,
+    "appointments": 50052,
+    "medical_records": 50053,
+    "payment": 50054,
+    "insurance": 50055,
+    "notification": 50056,
+    "reporting": 50057,
+}
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs. A service subclasses it and sets `service_name`."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    service_name: ClassVar[str] = ""
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 0  # 0: the service's well-known local port
+    database_url: str = ""  # "": the service's own database on the local stack
+    db_pool_size: int = 10
+    redis_url: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
+    kafka_bootstrap: str = f"127.0.0.1:{LOCAL_KAFKA_PORT}"
+    # Create this service's topics (and DLQs) when missing. On for the local stack and tests;
+    # production declares topics as Strimzi KafkaTopic resources instead.
+    kafka_create_topics: bool = True
+    kafka_topic_partitions: int = 3
+    log_level: str = "INFO"
+    log_access: bool = True
+    # Seconds between reporting NOT_SERVING and refusing new calls (lets load balancers notice),
+    # then how long in-flight calls get to finish before they are cancelled.
+    shutdown_delay_seconds: float = 0.0
+    shutdown_grace_seconds: float = 10.0
+    # Republish outbox events sent within this window when the broker turns out to be a new
+    # (empty) instance, as the memory-only local broker is after a restart.
+    outbox_replay_window_hours: float = 24 * 7
+
+    @model_validator(mode="after")
+    def _local_defaults(self) -> ServiceSettings:
+        name = self.service_name
+        if name and not self.grpc_port:
+            object.__setattr__(self, "grpc_port", SERVICE_PORTS[name])
+        if name and not self.database_url:
+            object.__setattr__(
+                self,
+                "database_url",
+                f"postgresql+asyncpg://clinic_{name}@127.0.0.1:{LOCAL_POSTGRES_PORT}/clinic_{name}",
+            )
+        return self
+
+    @property
+    def topic(self) -> str:
+        return f"clinic.{self.service_name}.v1.events"

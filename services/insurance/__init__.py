@@ -1,0 +1,1 @@
+"""The insurance service: insurers, coverage, eligibility and claims."""

@@ -1,0 +1,1 @@
+"""The medical records service: charts, access grants and the access audit log."""

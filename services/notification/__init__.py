@@ -1,0 +1,1 @@
+"""The notification service: templates, deliveries by email, SMS and push, and reminders."""

@@ -1,0 +1,1 @@
+"""The payment service: fee schedule, invoices, payments and refunds."""

@@ -1,0 +1,1 @@
+"""The reporting service: reports for analysts from a projection of every topic."""

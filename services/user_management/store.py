@@ -1,0 +1,5 @@
+"""Tables of the user management database."""
+
+from clinic_platform.db import new_metadata
+
+metadata = new_metadata()

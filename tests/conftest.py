@@ -1,0 +1,49 @@
+"""Fixtures on real components: one stack per test session, on free ports in a temporary folder,
+started by the same code as `./mesh up`, so a test run never touches a running local stack."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from local_stack.stack import Ports, Stack
+from tests.support.kit import KitDatabase
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """PostgreSQL, Redis and the broker (services and Envoy start on demand: see `mesh`)."""
+    state = tmp_path_factory.mktemp("stack")
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("POSTGRES_ADMIN_URL", "REDIS_URL", "KAFKA_BOOTSTRAP")
+    }
+    test_stack = Stack(state, Ports.free(), env=env)
+    try:
+        test_stack.start_infrastructure()
+        yield test_stack
+    finally:
+        test_stack.down()
+
+
+@pytest.fixture(scope="session")
+def mesh(stack: Stack) -> Stack:
+    """All seven services and the Envoy edge, running as processes like the local stack."""
+    stack.start_services(list(stack.ports.services))
+    stack.start_gateway()
+    return stack
+
+
+@pytest.fixture(scope="session")
+async def kit_db(stack: Stack) -> AsyncIterator[KitDatabase]:
+    """A database of its own with the kit's tables and a ledger table for consumer effects."""
+    db = KitDatabase(stack.postgres_admin_url, stack.ports.postgres, "kit_test")
+    await db.create()
+    yield db
+    await db.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that need no infrastructure run first, so a broken unit fails fast.
+    items.sort(key=lambda item: 0 if "/unit/" in str(item.fspath) else 1)

@@ -1,0 +1,73 @@
+"""Reading what is on a topic, for assertions: by partition assignment (no consumer group, so
+no group-join delay) up to the high watermarks, i.e. exactly what the broker holds right now."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Record]:
+    settings = {"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False}
+    consumer = Consumer({**settings, "fetch.wait.max.ms": 10, "log_level": 0})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            return []
+        partitions = list(metadata.topics[topic].partitions)
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+        }
+        wanted = {p: end for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
+        records: list[Record] = []
+        position = {p: 0 for p in wanted}
+        deadline = time.monotonic() + timeout
+        while any(position[p] < wanted[p] for p in wanted):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end: at {position}, end {wanted}")
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            if msg.offset() < wanted[msg.partition()]:
+                headers = {k: v for k, v in (msg.headers() or [])}
+                records.append(
+                    Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), headers)
+                )
+            position[msg.partition()] = msg.offset() + 1
+        return records
+    finally:
+        consumer.close()
+
+
+async def eventually(predicate, *, within: float = 20.0, what: str = "condition"):
+    """Poll `predicate` (sync or async) until it returns something truthy, or fail after `timeout`.
+
+    Polling with a deadline, never a fixed sleep, is how tests wait for asynchronous effects."""
+    import asyncio
+    import inspect
+
+    deadline = time.monotonic() + within
+    delay = 0.01
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
