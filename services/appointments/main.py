@@ -1,11 +1,11 @@
 """Composition root of the appointments service: settings -> database -> servicer -> server."""
 
+from appointments import store
+from appointments.api import AppointmentsApi
 from clinic.appointments.v1 import appointments_service_pb2 as pb
 from clinic.appointments.v1 import appointments_service_pb2_grpc as rpc
 from clinic_platform.server import ServiceApp, run
 from clinic_platform.settings import ServiceSettings
-from appointments import store
-from appointments.api import AppointmentsApi
 
 
 class Settings(ServiceSettings):

@@ -1,1 +1,2 @@
-"""The user management service: users, roles, credentials, sessions, signing keys and notification preferences."""
+"""The user management service: users, roles, credentials, sessions, signing keys and
+notification preferences."""

@@ -1,4 +1,4 @@
-from clinic_platform.migrations import run_env
 from appointments.store import metadata
+from clinic_platform.migrations import run_env
 
 run_env(metadata)
