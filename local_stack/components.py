@@ -140,8 +140,8 @@ class ServiceProcess(Daemon):
 
     start_timeout = 60.0
 
-    def __init__(self, state_dir: Path, service: str, port: int, env: dict[str, str]) -> None:
-        self.name = service
+    def __init__(self, state_dir: Path, service: str, port: int, env: dict[str, str], name: str = "") -> None:
+        self.name = name or service
         super().__init__(state_dir)
         self.service = service
         self.port = port

@@ -30,16 +30,24 @@ def start_detached(argv: list[str], *, log: Path, pidfile: Path, env: dict[str, 
             cwd=cwd,
             start_new_session=True,
         )
-    pidfile.write_text(str(process.pid))
+    pidfile.write_text(f"{process.pid}\n{argv[0]}\n")
     return process.pid
 
 
 def read_pid(pidfile: Path) -> int | None:
+    """The PID in the file if that process is alive and still runs the program we started."""
     try:
-        pid = int(pidfile.read_text().strip())
+        pid_line, program = [*pidfile.read_text().splitlines(), ""][:2]
+        pid = int(pid_line)
     except (FileNotFoundError, ValueError):
         return None
-    return pid if is_alive(pid) else None
+    if not is_alive(pid):
+        return None
+    try:
+        running = Path(f"/proc/{pid}/exe").resolve(strict=True)
+    except OSError:
+        return pid  # no /proc here (or not ours to read): trust the file
+    return pid if not program or running == Path(program).resolve() else None
 
 
 def is_alive(pid: int) -> bool:

@@ -119,14 +119,16 @@ class Stack:
             return self.external_postgres
         return f"postgresql://postgres@/postgres?host={self.postgres.socket_dir}&port={self.ports.postgres}"
 
-    def service(self, name: str) -> ServiceProcess:
-        env = {
+    def service_env(self, name: str) -> dict[str, str]:
+        return {
             "DATABASE_URL": self.database_urls[name],
             "REDIS_URL": self.redis_url,
             "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             **self.service_env_extra,
         }
-        return ServiceProcess(self.state_dir, name, self.ports.services[name], env)
+
+    def service(self, name: str) -> ServiceProcess:
+        return ServiceProcess(self.state_dir, name, self.ports.services[name], self.service_env(name))
 
     # -- lifecycle ------------------------------------------------------------------------------
     def up(self, services: list[str] | None = None, *, gateway: bool = True) -> None:

@@ -35,13 +35,12 @@ def mesh(stack: Stack) -> Stack:
     return stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def kit_db(stack: Stack) -> AsyncIterator[KitDatabase]:
-    """A database of its own with the kit's tables and a ledger table for consumer effects."""
-    db = KitDatabase(stack.postgres_admin_url, stack.ports.postgres, "kit_test")
-    await db.create()
+    """A fresh database with the kit's tables and a ledger table for consumer effects."""
+    db = await KitDatabase(stack.postgres_admin_url, stack.ports.postgres).create()
     yield db
-    await db.close()
+    await db.drop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

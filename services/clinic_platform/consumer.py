@@ -60,6 +60,7 @@ class EventConsumer:
         create_topics: bool = True,
         partitions: int = 3,
         batch_size: int = 100,
+        one_record_per_batch: bool = True,
     ) -> None:
         self.db = db
         self.bootstrap = bootstrap
@@ -76,7 +77,10 @@ class EventConsumer:
         # librdkafka's consumer is driven from one thread; blocking calls never touch the loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{group}")
         self._consumer: Consumer | None = None
-        self._dlq = Producer(producer_config(bootstrap, f"{group}-dlq"))
+        self._dlq_config = producer_config(
+            bootstrap, f"{group}-dlq", one_record_per_batch=one_record_per_batch
+        )
+        self._dlq = Producer(self._dlq_config)
 
     async def _call(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
@@ -191,6 +195,7 @@ class EventConsumer:
             await self._call(self._dlq.flush, DELIVERY_TIMEOUT_MS / 1000 + 2)
             if not failures:
                 break
+            self._dlq = Producer(self._dlq_config)  # a fresh producer id, see OutboxRelay
             # The broker is down: the event must not be dropped, so do not move past it.
             log.warning("cannot write to the DLQ yet, retrying", extra={"error": str(failures[0])})
             await asyncio.sleep(delay)

@@ -85,6 +85,7 @@ class OutboxRelay:
         idle_poll_seconds: float = 1.0,
         broker_check_seconds: float = 5.0,
         replay_window: timedelta = timedelta(days=7),
+        one_record_per_batch: bool = True,
     ) -> None:
         self.engine = engine
         self.outbox = metadata.tables["outbox"]
@@ -97,12 +98,15 @@ class OutboxRelay:
         self.idle_poll_seconds = idle_poll_seconds
         self.broker_check_seconds = broker_check_seconds
         self.replay_window = replay_window
-        self._producer_config = producer_config(bootstrap, f"{service}-outbox-relay")
+        self._producer_config = producer_config(
+            bootstrap, f"{service}-outbox-relay", one_record_per_batch=one_record_per_batch
+        )
         self.producer = Producer(self._producer_config)
         self._producer_failed = False
         self._wake = asyncio.Event()
         self._broker_checked_at = 0.0
         self.published_total = 0
+        self.last_error: str | None = None  # why the last attempt failed; None once it succeeds
 
     def wake(self) -> None:
         """Called after a transaction that wrote events commits."""
@@ -116,6 +120,7 @@ class OutboxRelay:
                 published = await self.publish_batch()
             except Exception as exc:
                 # Broker or database down: nothing is lost, the rows stay unpublished.
+                self.last_error = str(exc)
                 if failing_since is None:
                     failing_since = time.monotonic()
                     log.warning("outbox relay cannot publish yet, retrying", extra={"error": str(exc)})
@@ -123,6 +128,7 @@ class OutboxRelay:
                 await _sleep_unless(stopping, delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            self.last_error = None
             if failing_since is not None:
                 log.info(
                     "outbox relay recovered",
@@ -154,9 +160,8 @@ class OutboxRelay:
             if not rows:
                 return 0
             if self._producer_failed:
-                # An idempotent producer that hit a fatal error (e.g. a new broker that does not
-                # know its producer id) refuses all further sends: start a fresh one.
-                await asyncio.to_thread(self.producer.flush, 0)
+                # After a failed delivery start a fresh producer: an idempotent producer facing a
+                # new broker instance retries forever with a producer id that broker never issued.
                 self.producer = Producer(self._producer_config)
                 self._producer_failed = False
             errors = await asyncio.to_thread(self._deliver, rows)
@@ -201,7 +206,7 @@ class OutboxRelay:
                 errors[index] = exc
                 break
         self.producer.flush(DELIVERY_TIMEOUT_MS / 1000 + 2)
-        self._producer_failed = any(getattr(e, "fatal", lambda: False)() for e in errors if e is not None)
+        self._producer_failed = any(e is not None for e in errors)
         return errors
 
     async def _check_broker(self, conn: AsyncConnection) -> None:

@@ -79,6 +79,7 @@ class ServiceApp:
             topics_to_create=[s.topic, events.dlq_for(s.topic)] if s.kafka_create_topics else [],
             partitions=s.kafka_topic_partitions,
             replay_window=timedelta(hours=s.outbox_replay_window_hours),
+            one_record_per_batch=s.kafka_one_record_per_batch,
         )
         self.db.event_listeners.append(self.relay.wake)
         self.background.append(self.relay.run)
@@ -95,6 +96,7 @@ class ServiceApp:
             handlers=handlers,
             create_topics=s.kafka_create_topics,
             partitions=s.kafka_topic_partitions,
+            one_record_per_batch=s.kafka_one_record_per_batch,
         )
         self.consumers.append(consumer)
         self.background.append(consumer.run)

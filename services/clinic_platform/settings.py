@@ -42,6 +42,9 @@ class ServiceSettings(BaseSettings):
     # production declares topics as Strimzi KafkaTopic resources instead.
     kafka_create_topics: bool = True
     kafka_topic_partitions: int = 3
+    # The local broker loses records of multi-record batches (see clinic_platform.kafka); set
+    # KAFKA_ONE_RECORD_PER_BATCH=false against a real Kafka cluster.
+    kafka_one_record_per_batch: bool = True
     log_level: str = "INFO"
     log_access: bool = True
     # Seconds between reporting NOT_SERVING and refusing new calls (lets load balancers notice),

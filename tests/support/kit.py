@@ -1,11 +1,12 @@
-"""A database for testing the kit itself: its tables plus a ledger that handlers write to."""
+"""A database of its own per test, for testing the kit: its tables plus a ledger handlers write to."""
 
 from __future__ import annotations
 
 import secrets
+import uuid
 
 import asyncpg
-from sqlalchemy import Column, MetaData, Table, Text, Uuid
+from sqlalchemy import Column, MetaData, Table, Text, Uuid, text
 
 from clinic_platform.db import Database, new_metadata
 
@@ -23,35 +24,37 @@ def kit_metadata() -> MetaData:
 
 
 class KitDatabase:
-    def __init__(self, admin_url: str, port: int, name: str) -> None:
-        self.admin_url = admin_url
-        self.port = port
-        self.name = name
-        self.password = secrets.token_urlsafe(16)
-        self.metadata = kit_metadata()
-        self.url = ""
-        self.db: Database | None = None
+    """Created fresh for one test, so no test sees another's outbox rows."""
 
-    async def create(self) -> None:
+    def __init__(self, admin_url: str, port: int) -> None:
+        self.admin_url = admin_url
+        self.name = f"kit_{uuid.uuid4().hex[:10]}"
+        password = secrets.token_urlsafe(16)
+        self._password = password
+        self.url = f"postgresql+asyncpg://{self.name}:{password}@127.0.0.1:{port}/{self.name}"
+        self.metadata = kit_metadata()
+        self.db = Database(self.url, self.metadata)
+
+    async def create(self) -> KitDatabase:
         conn = await asyncpg.connect(self.admin_url)
         try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {self.name}")
-            await conn.execute(f"DROP ROLE IF EXISTS {self.name}")
-            await conn.execute(f"CREATE ROLE {self.name} LOGIN PASSWORD '{self.password}'")
+            await conn.execute(f"CREATE ROLE {self.name} LOGIN PASSWORD '{self._password}'")
             await conn.execute(f"CREATE DATABASE {self.name} OWNER {self.name}")
         finally:
             await conn.close()
-        self.url = f"postgresql+asyncpg://{self.name}:{self.password}@127.0.0.1:{self.port}/{self.name}"
-        self.db = Database(self.url, self.metadata)
         async with self.db.engine.begin() as conn:
             await conn.run_sync(self.metadata.create_all)
+        return self
 
-    async def close(self) -> None:
-        if self.db:
-            await self.db.close()
+    async def drop(self) -> None:
+        await self.db.close()
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+            await conn.execute(f"DROP ROLE IF EXISTS {self.name}")
+        finally:
+            await conn.close()
 
     async def scalar(self, sql: str, **params):
-        from sqlalchemy import text
-
         async with self.db.engine.connect() as conn:
             return await conn.scalar(text(sql), params)

@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import logging
+
 from clinic.appointments.v1 import appointments_service_pb2 as pb
 from clinic.appointments.v1 import appointments_service_pb2_grpc as rpc
+from clinic.appointments.v1 import resources_pb2
 from clinic_platform.logging import configure_logging
 from clinic_platform.server import ServiceApp, serve
 from clinic_platform.settings import ServiceSettings
@@ -22,8 +25,9 @@ class Settings(ServiceSettings):
 
 class SlowAppointments(rpc.AppointmentsServiceServicer):
     async def GetAppointment(self, request, context):
+        logging.getLogger("slow").info("call started", extra={"ms": request.appointment_id})
         await asyncio.sleep(int(request.appointment_id) / 1000)
-        return pb.GetAppointmentResponse(appointment=pb.Appointment(id=request.appointment_id))
+        return pb.GetAppointmentResponse(appointment=resources_pb2.Appointment(id=request.appointment_id))
 
 
 def main() -> None:
