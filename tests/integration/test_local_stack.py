@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 import redis
 
-from local_stack.processes import StartupError, is_alive
 from local_stack.components import ServiceProcess
+from local_stack.processes import StartupError, is_alive
 from local_stack.stack import Ports, Stack, free_port
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -118,18 +117,18 @@ async def test_a_relay_killed_mid_batch_loses_nothing_and_repeats_keep_their_ce_
     async with kit_db.db.transaction() as session:
         await session.execute(insert(outbox.table), rows)
 
-    relay_process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "tests.support.run_relay", kit_db.url, stack.kafka_bootstrap, str(count)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
+    relay_process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.support.run_relay", kit_db.url, stack.kafka_bootstrap, str(count),
+        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
     try:
         await eventually(
-            lambda: _messages_on(stack.kafka_bootstrap, topic) > 0, what="the relay to start publishing"
+            lambda: asyncio.to_thread(_messages_on, stack.kafka_bootstrap, topic),
+            what="the relay to start publishing",
         )
         relay_process.send_signal(signal.SIGKILL)
     finally:
-        relay_process.wait()
+        await relay_process.wait()
     # Killed while producing its batch: nothing was marked published.
     assert await kit_db.scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL") == 0
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import uuid
 import urllib.request
+import uuid
 
 import httpx
 import pytest
@@ -23,7 +23,7 @@ def test_every_service_reports_serving_and_the_edge_sees_them_all_healthy(mesh, 
     for service in SERVICES:
         assert grpc_serving(mesh.ports.services[service]), f"{service} is not SERVING"
     assert edge.get("/healthz").status_code == 200
-    with urllib.request.urlopen(f"http://127.0.0.1:{mesh.ports.admin}/clusters?format=json") as reply:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{mesh.ports.admin}/clusters?format=json") as reply:
         clusters = json.load(reply)["cluster_statuses"]
     health = {c["name"]: c["host_statuses"][0]["health_status"] for c in clusters}
     assert set(health) == set(SERVICES)

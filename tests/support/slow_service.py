@@ -7,9 +7,8 @@ The appointment_id of a request is the number of milliseconds the call should ta
 from __future__ import annotations
 
 import asyncio
-import sys
-
 import logging
+import sys
 
 from clinic.appointments.v1 import appointments_service_pb2 as pb
 from clinic.appointments.v1 import appointments_service_pb2_grpc as rpc
