@@ -109,12 +109,13 @@ class ServiceApp:
 async def serve(
     app: ServiceApp, *, stop: asyncio.Event | None = None, bound: Callable[[int], None] | None = None
 ) -> None:
-    """Serve until `stop` is set or a SIGTERM/SIGINT arrives. `bound` learns the port (tests use 0)."""
+    """Serve until SIGTERM/SIGINT, or until `stop` is set when the caller passes one (in-process
+    servers in tests do, and keep their own signal handling). `bound` learns the port (0 = any)."""
     s = app.settings
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
 
     if app.db is not None and app.migrations_package:
