@@ -1,6 +1,8 @@
 """Alembic, one migration history per service (`<service>/migrations/`), driven from code.
 
 A service's `migrations/env.py` is two lines: import its metadata and call `run_env(metadata)`.
+Its history starts from the kit's own revisions (`clinic_platform/kit_migrations`: outbox, inbox,
+relay state), so a service's first migration names `down_revision = "kit_0001"`.
 Migrations run at service start under a Postgres advisory lock, so replicas starting together
 take turns; `python -m clinic_platform.migrations <service> [revision]` runs them by hand.
 """
@@ -23,6 +25,10 @@ MIGRATION_LOCK_KEY = zlib.crc32(b"clinic.migrations")
 def alembic_config(package: str, database_url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", f"{package}:migrations")
+    config.set_main_option("path_separator", "space")
+    config.set_main_option(
+        "version_locations", f"clinic_platform:kit_migrations {package}:migrations/versions"
+    )
     config.attributes["database_url"] = database_url
     return config
 
@@ -68,41 +74,3 @@ def _migrate(connection, target_metadata: MetaData) -> None:
 if __name__ == "__main__":
     service, revision = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "head")
     command.upgrade(alembic_config(service, os.environ["DATABASE_URL"]), revision)
-
-
-def create_platform_tables() -> None:
-    """Version 1 of the kit's tables (outbox, inbox, relay state), for a service's first migration.
-
-    Frozen DDL rather than metadata.create_all, so later changes to the kit come as new migrations."""
-    import sqlalchemy as sa
-    from alembic import op
-
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-        sa.Column("event_id", sa.Uuid, nullable=False, unique=True),
-        sa.Column("topic", sa.Text, nullable=False),
-        sa.Column("event_type", sa.Text, nullable=False),
-        sa.Column("aggregate_id", sa.Text, nullable=False),
-        sa.Column("payload", sa.LargeBinary, nullable=False),
-        sa.Column("request_id", sa.Text),
-        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        sa.Column("published_at", sa.DateTime(timezone=True)),
-    )
-    op.create_index(
-        "ix_outbox_unpublished", "outbox", ["id"], postgresql_where=sa.text("published_at IS NULL")
-    )
-    op.create_index("ix_outbox_published_at", "outbox", ["published_at"])
-    op.create_table(
-        "inbox",
-        sa.Column("event_id", sa.Uuid, primary_key=True),
-        sa.Column("consumer", sa.Text, nullable=False),
-        sa.Column("event_type", sa.Text, nullable=False),
-        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    )
-    op.create_table(
-        "outbox_relay_state",
-        sa.Column("id", sa.SmallInteger, primary_key=True),
-        sa.Column("broker_cluster_id", sa.Text),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    )

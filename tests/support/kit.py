@@ -1,4 +1,5 @@
-"""A database of its own per test, for testing the kit: its tables plus a ledger handlers write to."""
+"""A database of its own per test: empty (for migrations) or with the kit's tables plus a ledger
+that the consumer tests' handlers write to."""
 
 from __future__ import annotations
 
@@ -35,13 +36,18 @@ class KitDatabase:
         self.metadata = kit_metadata()
         self.db = Database(self.url, self.metadata)
 
-    async def create(self) -> KitDatabase:
+    async def create_empty(self) -> KitDatabase:
+        """Only the role and the database, for migrations to fill."""
         conn = await asyncpg.connect(self.admin_url)
         try:
             await conn.execute(f"CREATE ROLE {self.name} LOGIN PASSWORD '{self._password}'")
             await conn.execute(f"CREATE DATABASE {self.name} OWNER {self.name}")
         finally:
             await conn.close()
+        return self
+
+    async def create(self) -> KitDatabase:
+        await self.create_empty()
         async with self.db.engine.begin() as conn:
             await conn.run_sync(self.metadata.create_all)
         return self
