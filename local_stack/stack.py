@@ -27,6 +27,7 @@ from gateway import envoy_config
 from local_stack.components import Broker, Envoy, Redis, ServiceProcess
 from local_stack.postgres import Postgres
 from local_stack.provision import database_url, provision_databases
+from local_stack.secrets import SecretFile, random_key, random_password
 
 SERVICES = list(SERVICE_PORTS)
 PUBLISHERS = [s for s in SERVICES if s != "reporting"]
@@ -83,8 +84,9 @@ def _quiet(_part: str, _message: str) -> None:
 
 
 class Stack:
-    def __init__(self, state_dir: Path, ports: Ports, *, env: dict[str, str] | None = None,
-                 report: Report = _quiet) -> None:  # fmt: skip
+    def __init__(
+        self, state_dir: Path, ports: Ports, *, env: dict[str, str] | None = None, report: Report = _quiet
+    ) -> None:
         self.state_dir = state_dir
         self.ports = ports
         self.report = report
@@ -119,13 +121,26 @@ class Stack:
             return self.external_postgres
         return f"postgresql://postgres@/postgres?host={self.postgres.socket_dir}&port={self.ports.postgres}"
 
+    def identity_secrets(self) -> dict[str, str]:
+        """The signing-key encryption key and the first admin's credentials (generated once)."""
+        return SecretFile(self.state_dir / "secrets" / "identity.json").values(
+            {
+                "signing_key_encryption_key": random_key,
+                "bootstrap_admin_email": lambda: "admin@clinic.example",
+                "bootstrap_admin_password": random_password,
+            }
+        )
+
     def service_env(self, name: str) -> dict[str, str]:
-        return {
+        env = {
             "DATABASE_URL": self.database_urls[name],
             "REDIS_URL": self.redis_url,
             "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            **self.service_env_extra,
+            "USER_MANAGEMENT_ADDRESS": f"127.0.0.1:{self.ports.services['user_management']}",
         }
+        if name == "user_management":
+            env |= {key.upper(): value for key, value in self.identity_secrets().items()}
+        return env | self.service_env_extra
 
     def service(self, name: str) -> ServiceProcess:
         return ServiceProcess(self.state_dir, name, self.ports.services[name], self.service_env(name))
@@ -187,13 +202,18 @@ class Stack:
         self.report("postgres", f"127.0.0.1:{self.ports.postgres}" + (" (new cluster)" if created else ""))
 
     def start_services(self, names: list[str]) -> None:
-        processes = [self.service(name) for name in names]
-        for process in processes:
-            process.launch()
-        for process in processes:
-            self._step(
-                process.name, process.wait_ready, done=lambda _, p=process: f"serving on 127.0.0.1:{p.port}"
-            )
+        """user_management first (every other service needs its keys), then the rest together."""
+        first = [n for n in names if n == "user_management"]
+        for group in (first, [n for n in names if n not in first]):
+            processes = [self.service(name) for name in group]
+            for process in processes:
+                process.launch()
+            for process in processes:
+                self._step(
+                    process.name,
+                    process.wait_ready,
+                    done=lambda _, p=process: f"serving on 127.0.0.1:{p.port}",
+                )
 
     def start_gateway(self) -> None:
         def start() -> None:

@@ -116,9 +116,13 @@ class EventConsumer:
     async def _process(self, msg: Message, stopping: asyncio.Event) -> None:
         try:
             envelope, payload = events.decode(
-                msg.headers(), msg.key(), msg.value(),
-                topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
-            )  # fmt: skip
+                msg.headers(),
+                msg.key(),
+                msg.value(),
+                topic=msg.topic(),
+                partition=msg.partition(),
+                offset=msg.offset(),
+            )
             registered = self.handlers.get(envelope.type)
             if registered is None:
                 if events.message_class(envelope.type) is None:
@@ -149,9 +153,13 @@ class EventConsumer:
                         return
                     log.warning(
                         "event handling failed, retrying",
-                        extra={"event_id": envelope.id, "type": envelope.type, "attempt": attempt,
-                               "error": repr(exc)},
-                    )  # fmt: skip
+                        extra={
+                            "event_id": envelope.id,
+                            "type": envelope.type,
+                            "attempt": attempt,
+                            "error": repr(exc),
+                        },
+                    )
                     await asyncio.sleep(min(self.retry_base_seconds * 2**attempt, 5.0))
                     continue
                 if applied:
@@ -189,9 +197,12 @@ class EventConsumer:
         while True:
             failures: list = []
             self._dlq.produce(
-                events.dlq_for(msg.topic()), msg.value(), msg.key(), headers=headers,
+                events.dlq_for(msg.topic()),
+                msg.value(),
+                msg.key(),
+                headers=headers,
                 on_delivery=lambda err, _m, failures=failures: failures.append(err) if err else None,
-            )  # fmt: skip
+            )
             await self._call(self._dlq.flush, DELIVERY_TIMEOUT_MS / 1000 + 2)
             if not failures:
                 break

@@ -36,7 +36,8 @@ NAMING_CONVENTION = {
 
 
 def new_metadata() -> MetaData:
-    """A service's MetaData, with the outbox, inbox and relay-state tables already in it."""
+    """A service's MetaData, with the kit's tables (outbox, inbox, relay state, idempotency keys)
+    already in it; `clinic_platform/kit_migrations` creates them."""
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     Table(
         "outbox",
@@ -60,6 +61,16 @@ def new_metadata() -> MetaData:
         Column("consumer", Text, nullable=False),
         Column("event_type", Text, nullable=False),
         Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    Table(
+        "idempotency_keys",
+        metadata,
+        Column("scope", Text, primary_key=True),
+        Column("request_id", Text, primary_key=True),
+        Column("fingerprint", Text, nullable=False),
+        Column("response", LargeBinary),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Index("ix_idempotency_keys_created_at", "created_at"),
     )
     Table(
         "outbox_relay_state",

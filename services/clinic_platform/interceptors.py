@@ -28,8 +28,9 @@ REQUEST_ID_HEADER = "x-request-id"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 HEALTH_PREFIX = "/grpc.health.v1.Health/"  # probes every few seconds: not worth an access-log line
 
-# Hooks run before the handler; they may raise ServiceError (e.g. Unauthenticated).
-PreCall = Callable[[str, grpc.aio.ServicerContext], Awaitable[None]]
+# Hooks run before the handler with the method and the call's metadata; they may raise
+# ServiceError (e.g. Unauthenticated) and may set context variables (e.g. the caller).
+PreCall = Callable[[str, dict[str, str]], Awaitable[None]]
 
 
 def _is_unavailable(exc: BaseException) -> bool:
@@ -67,22 +68,22 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler  # streams (health Watch, reflection) pass through untouched
         method = handler_call_details.method
-        request_id = dict(handler_call_details.invocation_metadata or ()).get(REQUEST_ID_HEADER)
+        metadata = dict(handler_call_details.invocation_metadata or ())
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap(method, request_id, handler.unary_unary),
+            self._wrap(method, metadata, handler.unary_unary),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    def _wrap(self, method: str, request_id: str | None, behavior: Callable[..., Awaitable[Any]]):
+    def _wrap(self, method: str, metadata: dict[str, str], behavior: Callable[..., Awaitable[Any]]):
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            rid = request_id or new_request_id()
+            rid = metadata.get(REQUEST_ID_HEADER) or new_request_id()
             token = request_id_var.set(rid)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
                 for hook in self.pre_call:
-                    await hook(method, context)
+                    await hook(method, metadata)
                 return await behavior(request, context)
             except ServiceError as err:
                 code, trailer = status_of(err)

@@ -37,9 +37,13 @@ def _fingerprint(filters: dict[str, Any]) -> str:
 
 
 def page_request(
-    page_size: int, page_token: str, filters: dict[str, Any] | None = None,
-    *, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE,
-) -> Page:  # fmt: skip
+    page_size: int,
+    page_token: str,
+    filters: dict[str, Any] | None = None,
+    *,
+    default: int = DEFAULT_PAGE_SIZE,
+    maximum: int = MAX_PAGE_SIZE,
+) -> Page:
     if page_size < 0:
         raise InvalidArgument("page_size", "must not be negative")
     size = min(page_size or default, maximum)

@@ -28,9 +28,11 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from redis.asyncio import Redis
 from sqlalchemy import MetaData
 
 from clinic_platform import events
+from clinic_platform.auth import Authenticator, KeySource, RemoteJwks, SessionCheck, TokenVerifier, fetch_jwks
 from clinic_platform.consumer import EventConsumer, Handler
 from clinic_platform.db import Database
 from clinic_platform.interceptors import PreCall, ServerInterceptor
@@ -40,6 +42,8 @@ from clinic_platform.outbox import OutboxRelay
 from clinic_platform.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 Closer = Callable[[], Awaitable[None]]
@@ -58,6 +62,8 @@ class ServiceApp:
         self.relay: OutboxRelay | None = None
         self.consumers: list[EventConsumer] = []
         self.migrations_package: str | None = None
+        self.redis: Redis | None = None
+        self.on_start: list[Callable[[], Awaitable[None]]] = []  # after migrations, before serving
 
     def add_servicer(self, add_to_server, servicer, proto_file: FileDescriptor, service: str) -> None:
         self._servicers.append((add_to_server, servicer))
@@ -102,6 +108,34 @@ class ServiceApp:
         self.background.append(consumer.run)
         return consumer
 
+    def use_redis(self) -> Redis:
+        """The service's Redis client (sessions), closed on exit."""
+        if self.redis is None:
+            self.redis = Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            self.closers.append(self.redis.aclose)
+        return self.redis
+
+    def authenticate(
+        self, *, open_methods: frozenset[str] = frozenset(), keys: KeySource | None = None
+    ) -> Authenticator:
+        """Verify the access token of every call except `open_methods` (and health checks).
+
+        Keys come from user_management's JWKS unless the service has them itself (`keys`)."""
+        s = self.settings
+        if keys is None:
+            jwks = RemoteJwks(
+                lambda: fetch_jwks(s.user_management_address), refresh_seconds=s.jwks_refresh_seconds
+            )
+            self.background.append(jwks.run)
+            keys = jwks
+        authenticator = Authenticator(
+            TokenVerifier(keys, issuer=s.jwt_issuer, audience=s.jwt_audience),
+            SessionCheck(self.use_redis(), s.session_cache_seconds),
+            {HEALTH_CHECK, *open_methods},
+        )
+        self.pre_call.append(authenticator)
+        return authenticator
+
     def on_shutdown(self, closer: Closer) -> None:
         self.closers.append(closer)
 
@@ -120,6 +154,8 @@ async def serve(
 
     if app.db is not None and app.migrations_package:
         await asyncio.to_thread(upgrade_to_head, app.migrations_package, s.database_url)
+    for start in app.on_start:
+        await start()
 
     server = grpc.aio.server(
         interceptors=[ServerInterceptor(log_access=s.log_access, pre_call=app.pre_call)],

@@ -33,7 +33,7 @@ class ServiceSettings(BaseSettings):
     service_name: ClassVar[str] = ""
 
     grpc_host: str = "127.0.0.1"
-    grpc_port: int = 0  # 0: the service's well-known local port
+    grpc_port: int | None = None  # None: the service's well-known local port; 0: any free port
     database_url: str = ""  # "": the service's own database on the local stack
     db_pool_size: int = 10
     redis_url: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
@@ -45,6 +45,14 @@ class ServiceSettings(BaseSettings):
     # The local broker loses records of multi-record batches (see clinic_platform.kafka); set
     # KAFKA_ONE_RECORD_PER_BATCH=false against a real Kafka cluster.
     kafka_one_record_per_batch: bool = True
+    # Access tokens: who issues them, for whom, and where their keys are published.
+    jwt_issuer: str = "clinic-mesh"
+    jwt_audience: str = "clinic-mesh-api"
+    user_management_address: str = f"127.0.0.1:{SERVICE_PORTS['user_management']}"
+    jwks_refresh_seconds: float = 30.0
+    # How long a service may trust that a session is alive before asking Redis again: a logout
+    # stops the session's tokens everywhere within this time.
+    session_cache_seconds: float = 1.0
     log_level: str = "INFO"
     log_access: bool = True
     # Seconds between reporting NOT_SERVING and refusing new calls (lets load balancers notice),
@@ -58,7 +66,7 @@ class ServiceSettings(BaseSettings):
     @model_validator(mode="after")
     def _local_defaults(self) -> ServiceSettings:
         name = self.service_name
-        if name and not self.grpc_port:
+        if name and self.grpc_port is None:
             object.__setattr__(self, "grpc_port", SERVICE_PORTS[name])
         if name and not self.database_url:
             object.__setattr__(

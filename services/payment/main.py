@@ -15,6 +15,7 @@ class Settings(ServiceSettings):
 def build(settings: Settings) -> ServiceApp:
     app = ServiceApp(settings)
     db = app.use_database(store.metadata)
+    app.authenticate()
     app.add_servicer(
         rpc.add_PaymentServiceServicer_to_server, PaymentApi(db), pb.DESCRIPTOR, "PaymentService"
     )

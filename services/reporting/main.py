@@ -15,6 +15,7 @@ class Settings(ServiceSettings):
 def build(settings: Settings) -> ServiceApp:
     app = ServiceApp(settings)
     db = app.use_database(store.metadata, publishes_events=False)
+    app.authenticate()
     app.add_servicer(
         rpc.add_ReportingServiceServicer_to_server, ReportingApi(db), pb.DESCRIPTOR, "ReportingService"
     )

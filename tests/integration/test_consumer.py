@@ -13,7 +13,8 @@ from clinic.appointments.v1 import events_pb2
 from clinic_platform import events
 from clinic_platform.consumer import EventConsumer
 from tests.support.events import booked, encoded, ledger_handler, produce_raw, unique_topic
-from tests.support.kafka import eventually, read_topic
+from tests.support.kafka import read_topic
+from tests.support.polling import eventually
 from tests.support.run_consumer import CRASHED_BEFORE_COMMIT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,9 +71,13 @@ async def test_poison_events_go_to_the_dlq_with_their_error_and_the_next_events_
     undecodable = encoded(booked())
     undecodable = (undecodable[0], undecodable[1], b"\xff\xff not protobuf")
     unknown_type = events.encode(
-        event_id=str(uuid.uuid4()), event_type="clinic.nowhere.v1.Mystery", source="/clinic/x",
-        time=datetime.now(UTC), key="k", payload=b"",
-    )  # fmt: skip
+        event_id=str(uuid.uuid4()),
+        event_type="clinic.nowhere.v1.Mystery",
+        source="/clinic/x",
+        time=datetime.now(UTC),
+        key="k",
+        payload=b"",
+    )
     keeps_failing = encoded(booked("fail"))
     good = encoded(booked("after the poison"))
     await asyncio.to_thread(
@@ -106,9 +111,16 @@ async def test_a_consumer_killed_before_committing_its_offset_reprocesses_withou
     await asyncio.to_thread(produce_raw, stack.kafka_bootstrap, topic, [message])
 
     crashing = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.run_consumer", kit_db.url, stack.kafka_bootstrap, group, topic,
-        cwd=ROOT, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "tests.support.run_consumer",
+        kit_db.url,
+        stack.kafka_bootstrap,
+        group,
+        topic,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     assert await asyncio.wait_for(crashing.wait(), 60) == CRASHED_BEFORE_COMMIT
     assert await ledger_rows(kit_db, event_id) == 1  # the effect was committed before the crash
 

@@ -15,7 +15,8 @@ from clinic_platform.outbox import Outbox, OutboxRelay
 from local_stack.components import Broker
 from local_stack.stack import free_port
 from tests.support.events import booked, unique_topic
-from tests.support.kafka import eventually, read_topic
+from tests.support.kafka import read_topic
+from tests.support.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,9 +119,15 @@ async def test_a_relay_killed_mid_batch_loses_nothing_and_repeats_keep_their_ce_
         await session.execute(insert(outbox.table), rows)
 
     relay_process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.run_relay", kit_db.url, stack.kafka_bootstrap, str(count),
-        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "tests.support.run_relay",
+        kit_db.url,
+        stack.kafka_bootstrap,
+        str(count),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
     try:
         await eventually(
             lambda: asyncio.to_thread(_messages_on, stack.kafka_bootstrap, topic),

@@ -29,7 +29,8 @@ async def test_the_callers_request_id_is_the_one_the_called_service_sees():
     )
     stop, bound = asyncio.Event(), asyncio.get_running_loop().create_future()
     server = asyncio.create_task(serve(app, stop=stop, bound=bound.set_result))
-    port = await bound
+    await asyncio.wait([bound, server], timeout=15, return_when=asyncio.FIRST_COMPLETED)
+    port = bound.result()  # raises if the server failed to start
     try:
         async with clients.channel(f"127.0.0.1:{port}") as channel:
             stub = rpc.AppointmentsServiceStub(channel)

@@ -11,11 +11,15 @@ import pytest
 
 from local_stack.components import grpc_serving
 from local_stack.stack import SERVICES
+from tests.support.identity import Edge
 
 
 @pytest.fixture(scope="module")
 def edge(mesh) -> httpx.Client:
-    with httpx.Client(base_url=mesh.edge_url, timeout=10) as client:
+    people = Edge(mesh)
+    analyst = people.create_staff(people.admin(), "ANALYST")
+    people.close()
+    with httpx.Client(base_url=mesh.edge_url, timeout=10, headers=analyst.auth) as client:
         yield client
 
 
@@ -50,8 +54,11 @@ def test_an_unknown_path_is_a_404_json_error(edge):
 
 
 def test_malformed_json_is_a_400_that_points_at_the_problem(edge):
-    reply = edge.post("/v1/auth/login", content=b'{"email": "a@example.org", "password" "x"}',
-                      headers={"content-type": "application/json"})  # fmt: skip
+    reply = edge.post(
+        "/v1/auth/login",
+        content=b'{"email": "a@example.org", "password" "x"}',
+        headers={"content-type": "application/json"},
+    )
     assert reply.status_code == 400
     body = reply.json()
     assert body["code"] == 3  # INVALID_ARGUMENT

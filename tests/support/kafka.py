@@ -50,24 +50,3 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Record
         return records
     finally:
         consumer.close()
-
-
-async def eventually(predicate, *, within: float = 20.0, what: str = "condition"):
-    """Poll `predicate` (sync or async) until it returns something truthy, or fail after `timeout`.
-
-    Polling with a deadline, never a fixed sleep, is how tests wait for asynchronous effects."""
-    import asyncio
-    import inspect
-
-    deadline = time.monotonic() + within
-    delay = 0.01
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.2)

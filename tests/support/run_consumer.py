@@ -26,9 +26,12 @@ class CrashBeforeCommit(EventConsumer):
 async def main(url: str, bootstrap: str, group: str, topic: str) -> None:
     db = Database(url, kit_metadata())
     consumer = CrashBeforeCommit(
-        db, bootstrap=bootstrap, group=group, topics=[topic],
+        db,
+        bootstrap=bootstrap,
+        group=group,
+        topics=[topic],
         handlers={events_pb2.AppointmentBooked: ledger_handler(db.metadata)},
-    )  # fmt: skip
+    )
     await consumer.run(asyncio.Event())
 
 

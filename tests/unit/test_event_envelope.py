@@ -44,10 +44,15 @@ def test_an_event_round_trips_through_cloudevents_binary_headers():
     [
         [],
         [("ce_id", b"1"), ("ce_source", b"/x"), ("ce_specversion", b"1.0")],  # no type
-        [("ce_id", b"1"), ("ce_type", b"t"), ("ce_source", b"/x"), ("ce_specversion", b"1.0"),
-         ("content-type", b"application/json")],
+        [
+            ("ce_id", b"1"),
+            ("ce_type", b"t"),
+            ("ce_source", b"/x"),
+            ("ce_specversion", b"1.0"),
+            ("content-type", b"application/json"),
+        ],
     ],
-)  # fmt: skip
+)
 def test_a_message_that_is_not_one_of_our_events_is_malformed(headers):
     with pytest.raises(events.MalformedEvent):
         events.decode(headers, None, b"{}")

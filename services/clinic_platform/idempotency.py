@@ -1,0 +1,86 @@
+"""`request_id` idempotency (AIP-155): a retried Create returns the first answer.
+
+Inside the business transaction, `claim()` first inserts the key; a concurrent retry blocks on it
+until the first transaction ends, then sees the stored answer. If the first transaction rolled
+back, the retry simply runs again. A key reused for a different request is INVALID_ARGUMENT.
+
+    async with db.transaction() as session:
+        if (earlier := await keys.claim(session, scope, request.request_id, request, Response)):
+            return earlier
+        ... do the work ...
+        await keys.remember(session, scope, request.request_id, response)
+
+Fingerprints leave out `secret_fields` (passwords), so no secret is stored, not even hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.schema import MetaData
+
+from clinic_platform.errors import InvalidArgument
+
+R = TypeVar("R", bound=Message)
+
+
+def fingerprint(request: Message, secret_fields: tuple[str, ...] = ()) -> str:
+    copy = type(request)()
+    copy.CopyFrom(request)
+    for name in ("request_id", *secret_fields):
+        if name in copy.DESCRIPTOR.fields_by_name:
+            copy.ClearField(name)
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+class IdempotencyKeys:
+    def __init__(self, metadata: MetaData) -> None:
+        self.table = metadata.tables["idempotency_keys"]
+
+    async def claim(
+        self,
+        session: AsyncSession,
+        scope: str,
+        request_id: str,
+        request: Message,
+        response_type: type[R],
+        *,
+        secret_fields: tuple[str, ...] = (),
+    ) -> R | None:
+        """None when this request is new (go ahead); the earlier response when it is a retry."""
+        try:
+            uuid.UUID(request_id)
+        except ValueError:
+            raise InvalidArgument("request_id", "must be a UUID chosen by the client") from None
+        request_print = fingerprint(request, secret_fields)
+        claimed = await session.execute(
+            insert(self.table)
+            .values(scope=scope, request_id=request_id, fingerprint=request_print)
+            .on_conflict_do_nothing()
+            .returning(self.table.c.request_id)
+        )
+        if claimed.first() is not None:
+            return None
+        earlier = (
+            await session.execute(
+                select(self.table.c.fingerprint, self.table.c.response).where(
+                    self.table.c.scope == scope, self.table.c.request_id == request_id
+                )
+            )
+        ).one()
+        if earlier.fingerprint != request_print:
+            raise InvalidArgument("request_id", "was already used for a different request")
+        return response_type.FromString(earlier.response)
+
+    async def remember(self, session: AsyncSession, scope: str, request_id: str, response: Message) -> None:
+        await session.execute(
+            update(self.table)
+            .where(self.table.c.scope == scope, self.table.c.request_id == request_id)
+            .values(response=response.SerializeToString())
+        )
