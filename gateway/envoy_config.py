@@ -1,22 +1,29 @@
 """The Envoy edge's configuration, built from the contracts so it serves exactly the public API.
 
+Filters, in order: health check (`/healthz` answers 200 only while every service passes Envoy's
+active gRPC health check) -> jwt_authn (every route needs a valid access token except the open
+RPCs of `clinic_platform.auth.OPEN_METHODS`) -> the gRPC-JSON transcoder -> the local rate limit
+(a global bucket, plus a per-client bucket on login and registration) -> the router.
+
 Routes are generated from the descriptor set: one exact route per RPC that carries a
-`google.api.http` rule (internal RPCs have none and so cannot be reached from outside, not even
-as raw gRPC). The transcoder maps REST/JSON to those RPCs and gRPC status back to HTTP codes;
-replies Envoy makes itself (unknown path, upstream down) are JSON too. `/healthz` answers 200 only
-while every service passes Envoy's active gRPC health check.
+`google.api.http` rule, so internal RPCs cannot be reached from outside, not even as raw gRPC.
+Routes live in their own file (RDS from a path) shared by the HTTP and the TLS listener, so both
+use the same rate-limit buckets. Replies Envoy makes itself are JSON like the services' errors.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-SERVICE_OF_PACKAGE_PREFIX = "clinic."
+from clinic_platform.auth import OPEN_METHODS, RATE_LIMITED_METHODS
+
+JWT_PROVIDER = "clinic_mesh"
+ROUTE_CONFIG = "public_api"
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,8 @@ class PublicRpc:
     service: str  # our service name
     grpc_service: str  # full name, e.g. clinic.appointments.v1.AppointmentsService
     method: str
+    http_method: str  # GET, POST, PATCH, DELETE
+    http_path: str  # the REST path template, e.g. /v1/appointments/{appointment_id}
 
     @property
     def path(self) -> str:
@@ -44,21 +53,44 @@ class EdgeConfig:
     listen_port: int
     admin_port: int
     listen_host: str = "127.0.0.1"
+    tls_port: int | None = None
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
     request_timeout_seconds: float = 15.0
-    extra_http_filters: list[dict] = field(default_factory=list)
+    jwt_issuer: str = "clinic-mesh"
+    jwt_audience: str = "clinic-mesh-api"
+    # Envoy refreshes the JWKS every cache period (it never refetches on an unknown kid), so a
+    # rotated key must be published longer than this before it signs (KEY_PUBLISH_DELAY_SECONDS).
+    jwks_cache_seconds: int = 30
+    clock_skew_seconds: int = 10
+    login_burst: int = 5  # per client address
+    login_per_minute: int = 10
+    global_per_second: int = 2000
+    # Proxies in front of Envoy that append X-Forwarded-For (0 locally: the peer is the client).
+    trusted_proxy_hops: int = 0
 
 
 def public_rpcs(descriptor_set: Path) -> list[PublicRpc]:
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
     rpcs = []
     for file in files.file:
-        if not file.package.startswith(SERVICE_OF_PACKAGE_PREFIX):
+        if not file.package.startswith("clinic."):
             continue
-        service_name = file.package.split(".")[1]
         for service in file.service:
             for method in service.method:
-                if method.options.HasExtension(annotations_pb2.http):
-                    rpcs.append(PublicRpc(service_name, f"{file.package}.{service.name}", method.name))
+                if not method.options.HasExtension(annotations_pb2.http):
+                    continue
+                rule = method.options.Extensions[annotations_pb2.http]
+                verb = rule.WhichOneof("pattern")
+                rpcs.append(
+                    PublicRpc(
+                        file.package.split(".")[1],
+                        f"{file.package}.{service.name}",
+                        method.name,
+                        verb.upper(),
+                        getattr(rule, verb),
+                    )
+                )
     return rpcs
 
 
@@ -66,32 +98,30 @@ def _typed(type_name: str, **config) -> dict:
     return {"@type": f"type.googleapis.com/{type_name}", **config}
 
 
-def _cluster(upstream: Upstream) -> dict:
+def _address(host: str, port: int) -> dict:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _static_cluster(name: str, host: str, port: int) -> dict:
     return {
-        "name": upstream.service,
-        "type": "STATIC" if upstream.host[0].isdigit() else "STRICT_DNS",
+        "name": name,
+        "type": "STATIC" if host[0].isdigit() else "STRICT_DNS",
         "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, port)}}]}],
+        },
+    }
+
+
+def _service_cluster(upstream: Upstream) -> dict:
+    return {
+        **_static_cluster(upstream.service, upstream.host, upstream.port),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 explicit_http_config={"http2_protocol_options": {}},
             )
-        },
-        "load_assignment": {
-            "cluster_name": upstream.service,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {"address": upstream.host, "port_value": upstream.port}
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
         },
         "health_checks": [
             {
@@ -109,24 +139,116 @@ def _cluster(upstream: Upstream) -> dict:
     }
 
 
+def _always(percent: int = 100, key: str = "edge.ratelimit") -> dict:
+    return {"default_value": {"numerator": percent, "denominator": "HUNDRED"}, "runtime_key": key}
+
+
+LOCAL_RATE_LIMIT = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+
+
+def _global_rate_limit(config: EdgeConfig) -> dict:
+    per_second = config.global_per_second
+    return _typed(
+        LOCAL_RATE_LIMIT,
+        stat_prefix="edge",
+        token_bucket={"max_tokens": per_second, "tokens_per_fill": per_second, "fill_interval": "1s"},
+        filter_enabled=_always(),
+        filter_enforced=_always(),
+        enable_retry_after_header=True,
+        rate_limited_as_resource_exhausted=True,
+    )
+
+
+def _per_client_rate_limit(config: EdgeConfig) -> dict:
+    """One token bucket per client address (an empty descriptor value makes one per value)."""
+    refill_seconds = max(1, round(60 / config.login_per_minute))
+    return {
+        **_global_rate_limit(config),
+        "stat_prefix": "edge_per_client",
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        "rate_limits": [{"actions": [{"remote_address": {}}]}],
+        "descriptors": [
+            {
+                "entries": [{"key": "remote_address", "value": ""}],
+                "token_bucket": {
+                    "max_tokens": config.login_burst,
+                    "tokens_per_fill": 1,
+                    "fill_interval": f"{refill_seconds}s",
+                },
+            }
+        ],
+        "max_dynamic_descriptors": 10000,
+        "always_consume_default_token_bucket": False,
+    }
+
+
+def route_config(config: EdgeConfig, rpcs: list[PublicRpc]) -> dict:
+    timeout = f"{config.request_timeout_seconds}s"
+    routes = []
+    for rpc in sorted(rpcs, key=lambda r: r.path):
+        route = {"match": {"path": rpc.path}, "route": {"cluster": rpc.service, "timeout": timeout}}
+        if rpc.path in RATE_LIMITED_METHODS:
+            route["typed_per_filter_config"] = {
+                "envoy.filters.http.local_ratelimit": _per_client_rate_limit(config)
+            }
+        routes.append(route)
+    return {
+        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        "name": ROUTE_CONFIG,
+        "virtual_hosts": [{"name": "clinic", "domains": ["*"], "routes": routes}],
+    }
+
+
+def _jwt_authn(config: EdgeConfig, rpcs: list[PublicRpc]) -> dict:
+    def exact(path: str, method: str) -> dict:
+        return {"match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": method}}]}}
+
+    open_rules = [exact("/healthz", "GET")]
+    for rpc in rpcs:
+        if rpc.path in OPEN_METHODS:
+            open_rules += [exact(rpc.http_path, rpc.http_method), exact(rpc.path, "POST")]
+    cache = config.jwks_cache_seconds
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            providers={
+                JWT_PROVIDER: {
+                    "issuer": config.jwt_issuer,
+                    "audiences": [config.jwt_audience],
+                    "remote_jwks": {
+                        # Served through this very listener (transcoded GetJwks).
+                        "http_uri": {
+                            "uri": f"http://127.0.0.1:{config.listen_port}/.well-known/jwks.json",
+                            "cluster": "edge_self",
+                            "timeout": "2s",
+                        },
+                        "cache_duration": f"{cache}s",
+                        "async_fetch": {"fast_listener": True, "failed_refetch_duration": "1s"},
+                        "retry_policy": {
+                            "num_retries": 2,
+                            "retry_back_off": {"base_interval": "0.2s", "max_interval": "2s"},
+                        },
+                    },
+                    "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+                    "forward": True,  # services verify the token again
+                    "require_expiration": True,
+                    "clock_skew_seconds": config.clock_skew_seconds,
+                }
+            },
+            rules=[*open_rules, {"match": {"prefix": "/"}, "requires": {"provider_name": JWT_PROVIDER}}],
+        ),
+    }
+
+
 # Replies Envoy makes itself get the body services' errors have (google.rpc.Status as JSON), with
 # the gRPC code that matches the HTTP status, so a client parses one error shape.
 GRPC_CODE_OF_HTTP_STATUS = {
-    200: 0,
-    400: 3,
-    401: 16,
-    403: 7,
-    404: 5,
-    409: 10,
-    413: 3,
-    429: 8,
-    501: 12,
-    503: 14,
-    504: 4,
-}
+    200: 0, 400: 3, 401: 16, 403: 7, 404: 5, 409: 10, 413: 3, 429: 8, 501: 12, 503: 14, 504: 4,
+}  # fmt: skip
 
 
-def _status_body(code: int | str) -> dict:
+def _status_body(code: int) -> dict:
     return {
         "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%"},
         "content_type": "application/json",
@@ -151,14 +273,9 @@ def _local_replies() -> dict:
     return {"mappers": mappers, "body_format": _status_body(2)}  # anything else: UNKNOWN
 
 
-def build(config: EdgeConfig) -> dict:
-    rpcs = public_rpcs(config.descriptor_set)
-    services = sorted({rpc.grpc_service for rpc in rpcs})
-    timeout = f"{config.request_timeout_seconds}s"
-    routes = [
-        {"match": {"path": rpc.path}, "route": {"cluster": rpc.service, "timeout": timeout}}
-        for rpc in sorted(rpcs, key=lambda r: r.path)
-    ]
+def _connection_manager(
+    config: EdgeConfig, rpcs: list[PublicRpc], stat_prefix: str, routes_file: Path
+) -> dict:
     http_filters = [
         {
             "name": "envoy.filters.http.health_check",
@@ -169,13 +286,13 @@ def build(config: EdgeConfig) -> dict:
                 cluster_min_healthy_percentages={u.service: {"value": 100} for u in config.upstreams},
             ),
         },
-        *config.extra_http_filters,
+        _jwt_authn(config, rpcs),
         {
             "name": "envoy.filters.http.grpc_json_transcoder",
             "typed_config": _typed(
                 "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
                 proto_descriptor=str(config.descriptor_set),
-                services=services,
+                services=sorted({rpc.grpc_service for rpc in rpcs}),
                 convert_grpc_status=True,
                 case_insensitive_enum_parsing=True,
                 print_options={"always_print_enums_as_ints": False, "add_whitespace": False},
@@ -186,51 +303,78 @@ def build(config: EdgeConfig) -> dict:
                 },
             ),
         },
+        # After the transcoder, so the per-route limits apply to the transcoded RPC routes.
+        {"name": "envoy.filters.http.local_ratelimit", "typed_config": _global_rate_limit(config)},
         {
             "name": "envoy.filters.http.router",
             "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router"),
         },
     ]
-    connection_manager = _typed(
+    return _typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        stat_prefix="edge",
+        stat_prefix=stat_prefix,
         codec_type="AUTO",
+        use_remote_address=True,  # the client address is the peer, or the trusted proxies' XFF entry
+        xff_num_trusted_hops=config.trusted_proxy_hops,
         generate_request_id=True,
+        preserve_external_request_id=True,  # a client's x-request-id correlates its logs with ours
         always_set_request_id_in_response=True,
-        route_config={
-            "name": "public_api",
-            "virtual_hosts": [{"name": "clinic", "domains": ["*"], "routes": routes}],
+        rds={
+            "route_config_name": ROUTE_CONFIG,
+            "config_source": {"path_config_source": {"path": str(routes_file)}, "resource_api_version": "V3"},
         },
         http_filters=http_filters,
         local_reply_config=_local_replies(),
     )
-    return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": config.admin_port}}},
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "edge",
-                    "address": {
-                        "socket_address": {"address": config.listen_host, "port_value": config.listen_port}
-                    },
-                    "filter_chains": [
+
+
+def _listener(name: str, port: int, config: EdgeConfig, manager: dict, tls: bool) -> dict:
+    chain: dict = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
+    }
+    if tls:
+        chain["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": _typed(
+                "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                common_tls_context={
+                    "alpn_protocols": ["h2", "http/1.1"],
+                    "tls_certificates": [
                         {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": connection_manager,
-                                }
-                            ]
+                            "certificate_chain": {"filename": str(config.tls_certificate)},
+                            "private_key": {"filename": str(config.tls_private_key)},
                         }
                     ],
-                }
-            ],
-            "clusters": [_cluster(u) for u in config.upstreams],
-        },
-    }
+                },
+            ),
+        }
+    return {"name": name, "address": _address(config.listen_host, port), "filter_chains": [chain]}
 
 
 def write(config: EdgeConfig, path: Path) -> Path:
+    """Write the bootstrap to `path` and the shared route file beside it."""
+    rpcs = public_rpcs(config.descriptor_set)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(build(config), indent=1))
+    routes_file = path.parent / "routes.json"
+    routes_file.write_text(json.dumps({"resources": [route_config(config, rpcs)]}, indent=1))
+    listeners = [
+        _listener(
+            "edge", config.listen_port, config, _connection_manager(config, rpcs, "edge", routes_file), False
+        )
+    ]
+    if config.tls_port:
+        manager = _connection_manager(config, rpcs, "edge_tls", routes_file)
+        listeners.append(_listener("edge_tls", config.tls_port, config, manager, True))
+    bootstrap = {
+        "node": {"id": "clinic-edge", "cluster": "clinic-edge"},  # required by file-based RDS
+        "admin": {"address": _address("127.0.0.1", config.admin_port)},
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [
+                *(_service_cluster(u) for u in config.upstreams),
+                _static_cluster("edge_self", "127.0.0.1", config.listen_port),
+            ],
+        },
+    }
+    path.write_text(json.dumps(bootstrap, indent=1))
     return path

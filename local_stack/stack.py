@@ -28,6 +28,7 @@ from local_stack.components import Broker, Envoy, Redis, ServiceProcess
 from local_stack.postgres import Postgres
 from local_stack.provision import database_url, provision_databases
 from local_stack.secrets import SecretFile, random_key, random_password
+from local_stack.tls import ensure_certificate
 
 SERVICES = list(SERVICE_PORTS)
 PUBLISHERS = [s for s in SERVICES if s != "reporting"]
@@ -48,6 +49,7 @@ def free_port() -> int:
 @dataclass
 class Ports:
     edge: int = 8080
+    tls: int = 8443
     admin: int = 9901
     postgres: int = LOCAL_POSTGRES_PORT
     redis: int = LOCAL_REDIS_PORT
@@ -57,7 +59,7 @@ class Ports:
     @classmethod
     def from_env(cls) -> Ports:
         ports = cls()
-        for name in ("edge", "admin", "postgres", "redis", "kafka"):
+        for name in ("edge", "tls", "admin", "postgres", "redis", "kafka"):
             value = os.environ.get(f"CLINIC_{name.upper()}_PORT")
             if value:
                 setattr(ports, name, int(value))
@@ -66,14 +68,7 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Unused ports, for a test stack beside a running local one."""
-        return cls(
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            {s: free_port() for s in SERVICES},
-        )
+        return cls(*(free_port() for _ in range(6)), {s: free_port() for s in SERVICES})
 
 
 Report = Callable[[str, str], None]
@@ -85,7 +80,13 @@ def _quiet(_part: str, _message: str) -> None:
 
 class Stack:
     def __init__(
-        self, state_dir: Path, ports: Ports, *, env: dict[str, str] | None = None, report: Report = _quiet
+        self,
+        state_dir: Path,
+        ports: Ports,
+        *,
+        env: dict[str, str] | None = None,
+        report: Report = _quiet,
+        edge_options: dict | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.ports = ports
@@ -99,6 +100,7 @@ class Stack:
         self.broker = Broker(state_dir, ports.kafka)
         self.gateway_dir = state_dir / "gateway"
         self.envoy = Envoy(state_dir, self.gateway_dir / "envoy.json", ports.edge, ports.admin)
+        self.edge_options = edge_options or {}  # EdgeConfig fields to override (tests)
         self.database_urls: dict[str, str] = {}
         self.service_env_extra: dict[str, str] = {}
 
@@ -217,19 +219,33 @@ class Stack:
 
     def start_gateway(self) -> None:
         def start() -> None:
-            from tools.protos import build_descriptor_set
-
-            descriptor = build_descriptor_set(self.gateway_dir / "clinic.pb")
-            upstreams = [envoy_config.Upstream(s, "127.0.0.1", self.ports.services[s]) for s in SERVICES]
-            envoy_config.write(
-                envoy_config.EdgeConfig(descriptor, upstreams, self.ports.edge, self.ports.admin),
-                self.envoy.config,
-            )
+            self.write_edge_config(self.envoy.config, self.ports.edge, self.ports.admin)
             self.envoy.start()
 
         self._step(
-            "envoy", start, done=lambda _: f"edge on {self.edge_url} (admin 127.0.0.1:{self.ports.admin})"
+            "envoy",
+            start,
+            done=lambda _: (
+                f"edge on {self.edge_url} and https://localhost:{self.ports.tls} (admin :{self.ports.admin})"
+            ),
         )
+
+    def write_edge_config(self, path: Path, edge_port: int, admin_port: int, **options) -> Path:
+        """An Envoy bootstrap for the services of this stack (tests make extra edges with it)."""
+        from tools.protos import build_descriptor_set
+
+        descriptor = build_descriptor_set(self.gateway_dir / "clinic.pb")
+        certificate, private_key = ensure_certificate(self.gateway_dir / "tls")
+        upstreams = [envoy_config.Upstream(s, "127.0.0.1", self.ports.services[s]) for s in SERVICES]
+        settings = {
+            "tls_port": self.ports.tls if edge_port == self.ports.edge else None,
+            "tls_certificate": certificate,
+            "tls_private_key": private_key,
+            **self.edge_options,
+            **options,
+        }
+        config = envoy_config.EdgeConfig(descriptor, upstreams, edge_port, admin_port, **settings)
+        return envoy_config.write(config, path)
 
     def down(self) -> None:
         """Stop everything, newest first; safe to call when parts are not running."""

@@ -19,7 +19,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {
         k: v for k, v in os.environ.items() if k not in ("POSTGRES_ADMIN_URL", "REDIS_URL", "KAFKA_BOOTSTRAP")
     }
-    test_stack = Stack(state, Ports.free(), env=env)
+    # Short key-rotation timings (Envoy refreshes its JWKS every 3 s, a new key signs 6 s after it
+    # is published) and a login limit tests do not hit; the brute-force test makes a strict edge.
+    edge_options = {"jwks_cache_seconds": 3, "login_burst": 1000, "login_per_minute": 6000}
+    test_stack = Stack(state, Ports.free(), env=env, edge_options=edge_options)
+    test_stack.service_env_extra = {"KEY_PUBLISH_DELAY_SECONDS": "6", "JWKS_REFRESH_SECONDS": "1"}
     try:
         test_stack.start_infrastructure()
         yield test_stack

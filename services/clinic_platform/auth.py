@@ -35,6 +35,16 @@ ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a JWT type, RFC 9068
 REFRESH_TOKEN_TYPE = "refresh+jwt"  # noqa: S105 - a JWT type
 SESSION_KEY = "session:{sid}"  # written by user_management, read by every service
 
+# The only RPCs anyone may call without an access token; the edge opens exactly their routes.
+OPEN_METHODS = frozenset(
+    f"/clinic.user_management.v1.UserManagementService/{method}"
+    for method in ("Register", "Login", "Refresh", "GetJwks")
+)
+# Public RPCs a single client may call only a few times a minute (the edge limits per client).
+RATE_LIMITED_METHODS = frozenset(
+    f"/clinic.user_management.v1.UserManagementService/{method}" for method in ("Register", "Login")
+)
+
 
 class Role(StrEnum):
     PATIENT = "PATIENT"

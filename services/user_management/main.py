@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from clinic.user_management.v1 import user_management_service_pb2 as pb
 from clinic.user_management.v1 import user_management_service_pb2_grpc as rpc
-from clinic_platform.auth import TokenVerifier
+from clinic_platform.auth import OPEN_METHODS, TokenVerifier
 from clinic_platform.outbox import Outbox
 from clinic_platform.server import ServiceApp, run
 from clinic_platform.settings import ServiceSettings
@@ -23,8 +23,6 @@ from user_management.sessions import SessionStore
 from user_management.tokens import TokenIssuer
 
 log = logging.getLogger(__name__)
-SERVICE = "/clinic.user_management.v1.UserManagementService/"
-OPEN_METHODS = frozenset(SERVICE + m for m in ("Register", "Login", "Refresh", "GetJwks"))
 
 
 class Settings(ServiceSettings):
