@@ -293,3 +293,44 @@ def test_repeated_wrong_passwords_lock_the_account_without_revealing_whether_it_
         assert set(wrong) == set(unknown) == {(grpc.StatusCode.UNAUTHENTICATED, "invalid email or password")}
         # Locked now: even the right password gets the same answer.
         assert login(person.email, PASSWORD) == (grpc.StatusCode.UNAUTHENTICATED, "invalid email or password")
+
+
+# -- events ---------------------------------------------------------------------------------------
+def test_account_changes_are_published_as_events_without_secrets(edge, mesh):
+    from clinic.user_management.v1 import events_pb2
+    from tests.support.kafka import read_topic
+
+    admin = edge.admin()
+    person = edge.register_patient(phoneNumber="+4915112345678")
+    edge.http.patch(
+        f"/v1/users/{person.user_id}",
+        params={"update_mask": "display_name"},
+        json={"displayName": "Patty"},
+        headers=person.auth,
+    )
+    edge.http.post(f"/v1/users/{person.user_id}:deactivate", json={}, headers=admin.auth)
+
+    def events_of_person():
+        records = read_topic(mesh.kafka_bootstrap, "clinic.user_management.v1.events")
+        return [r for r in records if r.key == person.user_id.encode()]
+
+    mine = until(
+        lambda: len(events_of_person()) >= 3 and events_of_person(), within=15, what="three user events"
+    )
+    types = [r.headers["ce_type"].decode() for r in mine]
+    assert types == [
+        "clinic.user_management.v1.UserRegistered",
+        "clinic.user_management.v1.UserUpdated",
+        "clinic.user_management.v1.UserDeactivated",
+    ]
+    registered = events_pb2.UserRegistered.FromString(mine[0].value)
+    assert (registered.email, registered.phone_number, registered.version) == (
+        person.email,
+        "+4915112345678",
+        1,
+    )
+    assert events_pb2.UserUpdated.FromString(mine[1].value).display_name == "Patty"
+    assert events_pb2.UserDeactivated.FromString(mine[2].value).version == 3
+    for record in mine:
+        assert PASSWORD.encode() not in record.value
+        assert b"$argon2" not in record.value and b"eyJ" not in record.value  # no hash, no token
