@@ -295,6 +295,7 @@ def _connection_manager(
                 services=sorted({rpc.grpc_service for rpc in rpcs}),
                 convert_grpc_status=True,
                 case_insensitive_enum_parsing=True,
+                query_param_unescape_plus=True,  # "?reason=feeling+better" means a space, as in forms
                 print_options={"always_print_enums_as_ints": False, "add_whitespace": False},
                 request_validation_options={
                     "reject_unknown_method": True,

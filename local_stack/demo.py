@@ -4,6 +4,7 @@ Running it again changes nothing that exists already."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -63,4 +64,37 @@ def create_demo_data(stack: Stack, report) -> list[tuple[DemoUser, str]]:
             if reply.status_code not in (200, 409):
                 raise RuntimeError(f"could not create {user.email}: {reply.status_code} {reply.text}")
             report(user.role.lower(), f"{user.email}{'' if reply.status_code == 200 else ' (already there)'}")
+        _demo_schedules(http, headers, report)
     return [(u, passwords[u.email]) for u in DEMO_USERS]
+
+
+WEEKDAY_HOURS = [
+    {"dayOfWeek": day, "startTime": {"hours": start}, "endTime": {"hours": end}}
+    for day in ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
+    for start, end in ((9, 12), (13, 17))
+]
+VISIT_TYPES = [
+    {"code": "CONSULT", "name": "Consultation", "durationMinutes": 30},
+    {"code": "CHECKUP", "name": "Check-up", "durationMinutes": 60},
+]
+
+
+def _demo_schedules(http: httpx.Client, headers: dict[str, str], report) -> None:
+    """Weekday hours for the demo doctors, once the doctor directory (fed by user events) has them."""
+    wanted = {u.display_name for u in DEMO_USERS if u.role == "DOCTOR"}
+    deadline = time.monotonic() + 30
+    while True:
+        doctors = http.get("/v1/doctors", headers=headers).json().get("doctors", [])
+        found = {d["displayName"]: d["id"] for d in doctors if d["displayName"] in wanted}
+        if len(found) == len(wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # the directory is a projection of user events: poll until it has them
+    for name, doctor_id in sorted(found.items()):
+        reply = http.patch(
+            f"/v1/doctors/{doctor_id}/schedule",
+            params={"update_mask": "slot_minutes,working_hours,visit_types"},
+            json={"slotMinutes": 30, "workingHours": WEEKDAY_HOURS, "visitTypes": VISIT_TYPES},
+            headers=headers,
+        )
+        reply.raise_for_status()
+        report("schedule", f"{name}: Mon-Fri 09-12 and 13-17, 30-minute slots")

@@ -1,9 +1,19 @@
-"""Composition root of the appointments service: settings -> database -> servicer -> server."""
+"""Composition root of the appointments service: settings -> database, user-event projection ->
+servicer -> server."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from pydantic import field_validator
 
 from appointments import store
 from appointments.api import AppointmentsApi
+from appointments.consumers import HANDLERS
 from clinic.appointments.v1 import appointments_service_pb2 as pb
 from clinic.appointments.v1 import appointments_service_pb2_grpc as rpc
+from clinic_platform.events import topic_for
+from clinic_platform.outbox import Outbox
 from clinic_platform.server import ServiceApp, run
 from clinic_platform.settings import ServiceSettings
 
@@ -11,17 +21,23 @@ from clinic_platform.settings import ServiceSettings
 class Settings(ServiceSettings):
     service_name = "appointments"
 
+    # The clinic's IANA time zone: weekly templates and "today" are meant in it.
+    clinic_time_zone: str = "Europe/Berlin"
+
+    @field_validator("clinic_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises for an unknown zone
+        return value
+
 
 def build(settings: Settings) -> ServiceApp:
     app = ServiceApp(settings)
     db = app.use_database(store.metadata)
     app.authenticate()
-    app.add_servicer(
-        rpc.add_AppointmentsServiceServicer_to_server,
-        AppointmentsApi(db),
-        pb.DESCRIPTOR,
-        "AppointmentsService",
-    )
+    app.add_consumer([topic_for("user_management")], HANDLERS)
+    api = AppointmentsApi(db, Outbox(store.metadata, settings.topic), settings.clinic_time_zone)
+    app.add_servicer(rpc.add_AppointmentsServiceServicer_to_server, api, pb.DESCRIPTOR, "AppointmentsService")
     return app
 
 

@@ -1,0 +1,285 @@
+"""Appointments through the Envoy edge with real tokens: journeys 1 (book), 2 (the doctor's day,
+appointment half) and 4 (cancel), the events they publish, ownership, and bad input."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+
+from clinic.appointments.v1 import events_pb2
+from tests.support.clinic import ZONE, at, doctor_with_schedule, future_day, known_patient
+from tests.support.db import fetch
+from tests.support.identity import Edge
+from tests.support.kafka import read_topic
+from tests.support.polling import until
+
+TOPIC = "clinic.appointments.v1.events"
+
+
+@pytest.fixture(scope="module")
+def clinic(mesh):
+    edge = Edge(mesh)
+    admin = edge.admin()
+    doctor = doctor_with_schedule(edge, admin)
+    yield edge, admin, doctor
+    edge.close()
+
+
+def book(edge, person, doctor_id: str, start: str, visit: str = "CONSULT", **extra):
+    body = {"doctorId": doctor_id, "startTime": start, "visitType": visit, **extra}
+    return edge.http.post("/v1/appointments", json=body, headers=person.auth)
+
+
+def events_of(stack, appointment_id: str, count: int):
+    def mine():
+        records = [r for r in read_topic(stack.kafka_bootstrap, TOPIC) if r.key == appointment_id.encode()]
+        return records if len(records) >= count else None
+
+    return until(mine, within=15, what=f"{count} events of appointment {appointment_id}")
+
+
+def test_journey_1_a_patient_finds_a_free_slot_and_books_it(clinic, mesh):
+    edge, _, doctor = clinic
+    patient = edge.register_patient()
+    day = future_day(3)
+    slots = edge.http.get(
+        "/v1/appointments/available",
+        params={"doctor_id": doctor.user_id, "date": day.isoformat()},
+        headers=patient.auth,
+    )
+    assert slots.status_code == 200
+    body = slots.json()
+    assert body["timeZone"] == "Europe/Berlin"
+    assert len(body["slots"]) >= 40
+    chosen = body["slots"][20]
+
+    reply = book(edge, patient, doctor.user_id, chosen["startTime"], reasonForVisit="a cough that won't stop")
+    assert reply.status_code == 200, reply.text
+    appointment = reply.json()["appointment"]
+    assert appointment["status"] == "APPOINTMENT_STATUS_CONFIRMED"
+    assert appointment["patientId"] == patient.user_id
+    assert (appointment["startTime"], appointment["endTime"]) == (chosen["startTime"], chosen["endTime"])
+
+    again = edge.http.get(
+        "/v1/appointments/available",
+        params={"doctor_id": doctor.user_id, "date": day.isoformat()},
+        headers=patient.auth,
+    )
+    assert chosen["startTime"] not in [s["startTime"] for s in again.json()["slots"]]
+    mine = edge.http.get("/v1/appointments", headers=patient.auth).json()["appointments"]
+    assert [a["id"] for a in mine] == [appointment["id"]]
+
+    (record,) = events_of(mesh, appointment["id"], 1)
+    assert record.headers["ce_type"] == b"clinic.appointments.v1.AppointmentBooked"
+    assert record.headers["ce_source"] == b"/clinic/appointments"
+    assert record.headers["ce_specversion"] == b"1.0"
+    assert record.headers["content-type"] == b"application/protobuf"
+    event = events_pb2.AppointmentBooked.FromString(record.value)
+    assert (event.appointment_id, event.patient_id, event.doctor_id) == (
+        appointment["id"],
+        patient.user_id,
+        doctor.user_id,
+    )
+    assert (event.visit_type, event.version) == ("CONSULT", 1)
+    assert b"a cough" not in record.value  # the reason for the visit stays off the bus
+
+
+def test_journey_2_the_doctor_sees_todays_appointments_and_completes_one(clinic, mesh):
+    edge, _, doctor = clinic
+    patient = edge.register_patient()
+    today = datetime.now(ZONE).date()
+    free = (
+        edge.http.get(
+            "/v1/appointments/available",
+            params={"doctor_id": doctor.user_id, "date": "today"},
+            headers=patient.auth,
+        )
+        .json()
+        .get("slots", [])
+    )
+    day_param = "today"
+    if not free:  # the last half hour of the local day: no slot is left today
+        day_param = (today + timedelta(days=1)).isoformat()
+        free = edge.http.get(
+            "/v1/appointments/available",
+            params={"doctor_id": doctor.user_id, "date": day_param},
+            headers=patient.auth,
+        ).json()["slots"]
+    appointment = book(edge, patient, doctor.user_id, free[-1]["startTime"]).json()["appointment"]
+
+    day = edge.http.get(
+        "/v1/appointments", params={"doctor_id": doctor.user_id, "date": day_param}, headers=doctor.auth
+    )
+    assert day.status_code == 200
+    assert appointment["id"] in [a["id"] for a in day.json()["appointments"]]
+
+    done = edge.http.patch(
+        f"/v1/appointments/{appointment['id']}",
+        params={"update_mask": "status"},
+        json={"status": "APPOINTMENT_STATUS_COMPLETED"},
+        headers=doctor.auth,
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["appointment"]["status"] == "APPOINTMENT_STATUS_COMPLETED"
+    again = edge.http.patch(
+        f"/v1/appointments/{appointment['id']}",
+        params={"update_mask": "status"},
+        json={"status": "APPOINTMENT_STATUS_COMPLETED"},
+        headers=doctor.auth,
+    )
+    assert again.status_code == 400
+    assert "is COMPLETED" in again.json()["message"]
+
+    _, completed = events_of(mesh, appointment["id"], 2)
+    assert completed.headers["ce_type"] == b"clinic.appointments.v1.AppointmentCompleted"
+    assert events_pb2.AppointmentCompleted.FromString(completed.value).version == 2
+
+
+def test_journey_4_a_patient_cancels_and_the_slot_is_free_again(clinic, mesh):
+    edge, _, doctor = clinic
+    patient = edge.register_patient()
+    start = at(future_day(4), "10:00")
+    appointment = book(edge, patient, doctor.user_id, start).json()["appointment"]
+
+    cancelled = edge.http.delete(
+        f"/v1/appointments/{appointment['id']}", params={"reason": "feeling better"}, headers=patient.auth
+    )
+    assert cancelled.status_code == 200
+    assert cancelled.json()["appointment"]["status"] == "APPOINTMENT_STATUS_CANCELLED"
+    assert cancelled.json()["appointment"]["cancelReason"] == "feeling better"
+    retried = edge.http.delete(f"/v1/appointments/{appointment['id']}", headers=patient.auth)
+    assert retried.status_code == 200  # cancelling twice is safe and changes nothing
+
+    other = edge.register_patient()
+    assert book(edge, other, doctor.user_id, start).status_code == 200  # the slot is free again
+
+    _, record = events_of(mesh, appointment["id"], 2)
+    assert record.headers["ce_type"] == b"clinic.appointments.v1.AppointmentCancelled"
+    event = events_pb2.AppointmentCancelled.FromString(record.value)
+    assert (event.cancelled_by, event.reason, event.version) == (patient.user_id, "feeling better", 2)
+
+
+def test_a_receptionist_books_for_a_known_patient_and_can_move_it(clinic, mesh):
+    edge, admin, doctor = clinic
+    receptionist = edge.create_staff(admin, "RECEPTIONIST")
+    patient = known_patient(edge, mesh)
+    day = future_day(5)
+    made = book(edge, receptionist, doctor.user_id, at(day, "09:00"), patientId=patient.user_id)
+    assert made.status_code == 200, made.text
+    appointment = made.json()["appointment"]
+    moved = edge.http.patch(
+        f"/v1/appointments/{appointment['id']}",
+        params={"update_mask": "start_time"},
+        json={"startTime": at(day, "11:00")},
+        headers=receptionist.auth,
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["appointment"]["startTime"] == at(day, "11:00")
+    # The old slot is free again, the new one taken.
+    assert book(edge, edge.register_patient(), doctor.user_id, at(day, "09:00")).status_code == 200
+    assert book(edge, edge.register_patient(), doctor.user_id, at(day, "11:00")).status_code == 409
+    _, record = events_of(mesh, appointment["id"], 2)
+    event = events_pb2.AppointmentRescheduled.FromString(record.value)
+    assert (event.previous_start_time.ToJsonString(), event.start_time.ToJsonString()) == (
+        at(day, "09:00"),
+        at(day, "11:00"),
+    )
+
+
+def test_another_patient_cannot_see_cancel_or_move_an_appointment_and_doctors_complete_only_their_own(clinic):
+    edge, admin, doctor = clinic
+    alice, bob = edge.register_patient(), edge.register_patient()
+    other_doctor = edge.create_staff(admin, "DOCTOR", specialty="Testing")
+    appointment = book(edge, alice, doctor.user_id, at(future_day(6), "10:00")).json()["appointment"]
+    path = f"/v1/appointments/{appointment['id']}"
+
+    assert edge.http.get(path, headers=bob.auth).status_code == 404
+    assert edge.http.delete(path, headers=bob.auth).status_code == 404
+    move = {"startTime": at(future_day(6), "11:00")}
+    assert (
+        edge.http.patch(path, params={"update_mask": "start_time"}, json=move, headers=bob.auth).status_code
+        == 404
+    )
+    complete = {"status": "APPOINTMENT_STATUS_COMPLETED"}
+    refused = edge.http.patch(
+        path, params={"update_mask": "status"}, json=complete, headers=other_doctor.auth
+    )
+    assert refused.status_code == 404  # another doctor does not see it at all
+    nurse = edge.create_staff(admin, "NURSE")
+    refused = edge.http.patch(path, params={"update_mask": "status"}, json=complete, headers=nurse.auth)
+    assert refused.status_code == 403
+    assert "only the appointment's doctor" in refused.json()["message"]
+    assert (
+        edge.http.get(path, headers=alice.auth).json()["appointment"]["status"]
+        == "APPOINTMENT_STATUS_CONFIRMED"
+    )
+    assert (
+        edge.http.get("/v1/appointments", params={"patient_id": alice.user_id}, headers=bob.auth).status_code
+        == 403
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "field", "words"),
+    [
+        ({"doctorId": str(uuid.uuid4())}, 404, None, "doctor"),
+        ({"doctorId": "not-an-id"}, 400, "appointment.doctor_id", "not a valid id"),
+        ({"startTime": "OFF-TEMPLATE"}, 400, None, "start_time: "),
+        ({"startTime": "2020-01-06T09:00:00Z"}, 400, None, "start_time: "),
+        ({"startTime": "next tuesday"}, 400, None, "startTime"),
+        ({"visitType": "SURGERY"}, 400, "appointment.visit_type", "not offered"),
+        ({"visitType": ""}, 400, "appointment.visit_type", "is required"),
+        (None, 400, "appointment.doctor_id", "is required"),
+    ],
+)
+def test_bad_booking_input_is_refused_naming_the_field_and_nothing_is_stored(
+    clinic, mesh, change, status, field, words
+):
+    edge, _, doctor = clinic
+    patient = edge.register_patient()
+    body = {"doctorId": doctor.user_id, "startTime": at(future_day(7), "10:00"), "visitType": "CONSULT"}
+    if change is None:
+        body = {}  # an empty body
+    else:
+        body |= change
+        if body["startTime"] == "OFF-TEMPLATE":
+            body["startTime"] = at(future_day(7), "10:10")
+    reply = edge.http.post("/v1/appointments", json=body, headers=patient.auth)
+    assert reply.status_code == status, reply.text
+    error = reply.json()
+    assert words in error["message"]
+    if field:
+        assert error["details"][0]["fieldViolations"][0]["field"] == field
+    stored = fetch(
+        mesh.database_urls["appointments"],
+        "SELECT count(*) FROM calendar_entries WHERE patient_id = $1::uuid",
+        patient.user_id,
+    )
+    assert stored[0][0] == 0
+
+
+def test_time_off_and_bookings_exclude_each_other(clinic):
+    edge, _, doctor = clinic
+    day = future_day(8)
+    patient = edge.register_patient()
+    booked = book(edge, patient, doctor.user_id, at(day, "10:00")).json()["appointment"]
+    over_booking = {"startTime": at(day, "09:00"), "endTime": at(day, "12:00"), "reason": "conference"}
+    refused = edge.http.post(f"/v1/doctors/{doctor.user_id}/timeOff", json=over_booking, headers=doctor.auth)
+    assert refused.status_code == 400
+    assert "1 confirmed appointment(s) in this period" in refused.json()["message"]
+
+    away = {"startTime": at(day, "14:00"), "endTime": at(day, "16:00"), "reason": "conference"}
+    made = edge.http.post(f"/v1/doctors/{doctor.user_id}/timeOff", json=away, headers=doctor.auth)
+    assert made.status_code == 200, made.text
+    during = book(edge, edge.register_patient(), doctor.user_id, at(day, "15:00"))
+    assert during.status_code == 400
+    assert "away" in during.json()["message"]
+    slots = edge.http.get(
+        "/v1/appointments/available",
+        params={"doctor_id": doctor.user_id, "date": day.isoformat()},
+        headers=patient.auth,
+    ).json()["slots"]
+    starts = {s["startTime"] for s in slots}
+    assert at(day, "15:00") not in starts and at(day, "16:00") in starts and booked["startTime"] not in starts
