@@ -234,6 +234,8 @@ def _jwt_authn(config: EdgeConfig, rpcs: list[PublicRpc]) -> dict:
                     "forward": True,  # services verify the token again
                     "require_expiration": True,
                     "clock_skew_seconds": config.clock_skew_seconds,
+                    # Remember verified tokens (expiry is still checked on every use).
+                    "jwt_cache_config": {"jwt_cache_size": 10000},
                 }
             },
             rules=[*open_rules, {"match": {"prefix": "/"}, "requires": {"provider_name": JWT_PROVIDER}}],
@@ -271,6 +273,30 @@ def _local_replies() -> dict:
         for http, grpc_code in GRPC_CODE_OF_HTTP_STATUS.items()
     ]
     return {"mappers": mappers, "body_format": _status_body(2)}  # anything else: UNKNOWN
+
+
+def _access_log(listener: str) -> dict:
+    """One JSON line per request on Envoy's stdout (the stack keeps it in var/log/envoy.log)."""
+    fields = {
+        "time": "%START_TIME%",
+        "listener": listener,
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "rpc": "%REQ(:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "grpc_status": "%GRPC_STATUS_NUMBER%",
+        "flags": "%RESPONSE_FLAGS%",
+        "ms": "%DURATION%",
+        "upstream": "%UPSTREAM_CLUSTER%",
+        "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    }
+    return {
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": _typed(
+            "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", log_format={"json_format": fields}
+        ),
+    }
 
 
 def _connection_manager(
@@ -326,6 +352,7 @@ def _connection_manager(
         },
         http_filters=http_filters,
         local_reply_config=_local_replies(),
+        access_log=[_access_log(stat_prefix)],
     )
 
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import asyncpg
 from google.type import timeofday_pb2
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as upsert
@@ -123,8 +124,6 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
         self.zone_name = zone
         self.zone = ZoneInfo(zone)
         self.calendars = Calendars(db)
-        # One statement is one transaction: no BEGIN/COMMIT round trips on the booking path.
-        self.autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # -- days and times ---------------------------------------------------------------------------
     def _day(self, value: str, field: str) -> date:
@@ -461,7 +460,7 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
         fingerprint = hashlib.sha256(
             f"{doctor_id}|{patient_id}|{start.isoformat()}|{visit.code}|{wanted.reason_for_visit}".encode()
         ).hexdigest()
-        appointment_id, event_id = uuid.uuid4(), uuid.uuid4()
+        appointment_id = uuid.uuid4()
         event = events_pb2.AppointmentBooked(
             appointment_id=str(appointment_id),
             version=1,
@@ -472,27 +471,31 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
             visit_type=visit.code,
             book_time=timestamp(now),
         )
-        params = {
-            "id": appointment_id,
-            "doctor_id": doctor_id,
-            "patient_id": patient_id,
-            "start_time": start,
-            "end_time": end,
-            "visit_type": visit.code,
-            "reason": wanted.reason_for_visit,
-            "changed_by": me.user_id,
-            "request_key": request_key,
-            "request_fingerprint": fingerprint,
-            "now": now,
-            **self.outbox.row(event, aggregate_id=str(appointment_id), event_id=event_id),
-        }
-        params["trace_id"] = params.pop("request_id")
-        params["aggregate_id"] = str(appointment_id)
+        outbox = self.outbox.row(event, aggregate_id=str(appointment_id))
+        pool = await self.db.pool()
         try:
-            async with self.autocommit.connect() as conn:
-                booked = (await conn.execute(store.BOOK, params)).first()
-        except IntegrityError as error:
-            raise await self._booking_conflict(error, doctor_id, start, end) from None
+            booked = await pool.fetchval(
+                store.BOOK,
+                appointment_id,
+                doctor_id,
+                patient_id,
+                start,
+                end,
+                visit.code,
+                wanted.reason_for_visit,
+                uuid.UUID(me.user_id),
+                request_key,
+                fingerprint,
+                now,
+                outbox["event_id"],
+                outbox["topic"],
+                outbox["event_type"],
+                outbox["aggregate_id"],
+                outbox["payload"],
+                outbox["request_id"],
+            )
+        except asyncpg.ExclusionViolationError as error:
+            raise await self._booking_conflict(error.constraint_name, doctor_id, start, end) from None
         if booked is None:  # a retry of a request we already answered
             earlier = await self._by_request_key(request_key)
             if earlier is None or earlier.request_fingerprint != fingerprint:
@@ -504,13 +507,13 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
                 id=str(appointment_id),
                 patient_id=str(patient_id),
                 doctor_id=str(doctor_id),
-                start_time=timestamp(start),
-                end_time=timestamp(end),
+                start_time=event.start_time,
+                end_time=event.end_time,
                 visit_type=visit.code,
                 status=resources_pb2.APPOINTMENT_STATUS_CONFIRMED,
                 reason_for_visit=wanted.reason_for_visit,
-                create_time=timestamp(now),
-                update_time=timestamp(now),
+                create_time=event.book_time,
+                update_time=event.book_time,
             )
         )
 
@@ -523,13 +526,11 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
             raise NotFound(f"patient {patient_id} not found")
 
     async def _booking_conflict(
-        self, error: IntegrityError, doctor_id, start: datetime, end: datetime
+        self, constraint: str, doctor_id, start: datetime, end: datetime
     ) -> Exception:
-        constraint = _constraint(error)
+        """The error for a booking or move that hit one of the exclusion constraints."""
         if constraint == store.PATIENT_OVERLAP:
             return AlreadyExists("the patient already has an appointment at that time")
-        if constraint != store.DOCTOR_OVERLAP:
-            return error
         message = await self._conflicts_message(doctor_id, start, end)
         if message.startswith("this period overlaps time off"):
             return FailedPrecondition("start_time: the doctor is away then (time off)")
@@ -638,7 +639,9 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
                 )
                 await self.outbox.add(session, event, aggregate_id=str(appointment_id))
         except IntegrityError as error:
-            raise await self._booking_conflict(error, current.doctor_id, start, end) from None
+            if _constraint(error) not in (store.DOCTOR_OVERLAP, store.PATIENT_OVERLAP):
+                raise
+            raise await self._booking_conflict(_constraint(error), current.doctor_id, start, end) from None
         return pb.UpdateAppointmentResponse(appointment=appointment_message(moved))
 
     async def _set_status(self, me: auth.Caller, appointment_id: uuid.UUID, target: str):

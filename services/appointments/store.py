@@ -113,24 +113,21 @@ calendar = Table(
 )
 
 # The booking: the appointment and its AppointmentBooked event in ONE statement (one round trip,
-# one implicit transaction). A retry (same request key) inserts nothing and returns nothing.
-BOOK = text(
-    """
+# one implicit transaction), run on asyncpg directly. A retry (same request key) inserts nothing.
+BOOK = """
     WITH booked AS (
         INSERT INTO calendar_entries
             (id, kind, doctor_id, patient_id, start_time, end_time, visit_type, status, reason,
              changed_by, version, request_key, request_fingerprint, create_time, update_time)
-        VALUES (:id, 'APPOINTMENT', :doctor_id, :patient_id, :start_time, :end_time, :visit_type,
-                'CONFIRMED', :reason, :changed_by, 1, :request_key, :request_fingerprint, :now, :now)
+        VALUES ($1, 'APPOINTMENT', $2, $3, $4, $5, $6, 'CONFIRMED', $7, $8, 1, $9, $10, $11, $11)
         ON CONFLICT (request_key) DO NOTHING
         RETURNING id
     ), event AS (
         INSERT INTO outbox (event_id, topic, event_type, aggregate_id, payload, request_id)
-        SELECT :event_id, :topic, :event_type, :aggregate_id, :payload, :trace_id FROM booked
+        SELECT $12, $13, $14, $15, $16, $17 FROM booked
     )
     SELECT id FROM booked
-    """
-)
+"""
 
 
 async def busy_intervals(

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import asyncpg
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -82,9 +83,17 @@ def new_metadata() -> MetaData:
     return metadata
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """asyncpg resets a connection on its way back to the pool with one more round trip
+    (RESET ALL, UNLISTEN, advisory unlock). Statements run on this pool leave no session state
+    (no SET, LISTEN, session-level locks or temporary tables), so there is nothing to reset."""
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True when the database (not the statement) failed: worth retrying, never a poison event."""
-    if isinstance(exc, (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)):
+    connection_errors = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError,
+                         asyncpg.PostgresConnectionError, asyncpg.InterfaceError)  # fmt: skip
+    if isinstance(exc, connection_errors):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
@@ -109,6 +118,21 @@ class Database:
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.event_listeners: list[Callable[[], None]] = []
+        self._dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+
+    async def pool(self) -> asyncpg.Pool:
+        """asyncpg itself, for the few hot single statements (a booking): SQLAlchemy's async layer
+        costs about three times the CPU of the statement. Everything else uses the engine."""
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn, min_size=1, max_size=self._pool_size, reset=_keep_session
+                    )
+        return self._pool
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -123,4 +147,6 @@ class Database:
             listener()
 
     async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
         await self.engine.dispose()

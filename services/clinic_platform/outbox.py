@@ -26,14 +26,16 @@ import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from confluent_kafka import KafkaException, Producer
 from google.protobuf.message import Message
-from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.schema import MetaData
 
 from clinic_platform import events
 from clinic_platform.context import current_request_id
+from clinic_platform.db import Database
 from clinic_platform.kafka import DELIVERY_TIMEOUT_MS, ensure_topics, producer_config
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,7 @@ RELAY_LOCK_KEY = zlib.crc32(b"clinic.outbox.relay")
 class OutboxRelay:
     def __init__(
         self,
-        engine: AsyncEngine,
-        metadata: MetaData,
+        db: Database,
         *,
         bootstrap: str,
         service: str,
@@ -83,19 +84,19 @@ class OutboxRelay:
         partitions: int = 3,
         batch_size: int = 500,
         idle_poll_seconds: float = 1.0,
+        linger_seconds: float = 0.005,
         broker_check_seconds: float = 5.0,
         replay_window: timedelta = timedelta(days=7),
         one_record_per_batch: bool = True,
     ) -> None:
-        self.engine = engine
-        self.outbox = metadata.tables["outbox"]
-        self.state = metadata.tables["outbox_relay_state"]
+        self.db = db
         self.bootstrap = bootstrap
         self.source = events.source_for(service)
         self.topics_to_create = topics_to_create or []
         self.partitions = partitions
         self.batch_size = batch_size
         self.idle_poll_seconds = idle_poll_seconds
+        self.linger_seconds = linger_seconds
         self.broker_check_seconds = broker_check_seconds
         self.replay_window = replay_window
         self._producer_config = producer_config(
@@ -144,19 +145,16 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish up to batch_size events; returns how many were published."""
         failure: str | None = None
-        async with self.engine.connect() as conn, conn.begin():
-            if not await conn.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))):
+        pool = await self.db.pool()
+        async with pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK_KEY):
                 return 0  # another replica is publishing
             await self._check_broker(conn)
-            rows = (
-                await conn.execute(
-                    select(self.outbox)
-                    .where(self.outbox.c.published_at.is_(None))
-                    .order_by(self.outbox.c.id)
-                    .limit(self.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            rows = await conn.fetch(
+                "SELECT id, event_id, topic, event_type, aggregate_id, payload, request_id, occurred_at "
+                "FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self.batch_size,
+            )
             if not rows:
                 return 0
             if self._producer_failed:
@@ -170,10 +168,10 @@ class OutboxRelay:
                 if error is not None:  # keep order: stop at the first failure, retry from there
                     failure = str(error)
                     break
-                delivered.append(row.id)
+                delivered.append(row["id"])
             if delivered:
                 await conn.execute(
-                    update(self.outbox).where(self.outbox.c.id.in_(delivered)).values(published_at=func.now())
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", delivered
                 )
         self.published_total += len(delivered)
         if failure:
@@ -192,16 +190,16 @@ class OutboxRelay:
 
         for index, row in enumerate(rows):
             headers, key, value = events.encode(
-                event_id=str(row.event_id),
-                event_type=row.event_type,
+                event_id=str(row["event_id"]),
+                event_type=row["event_type"],
                 source=self.source,
-                time=row.occurred_at,
-                key=row.aggregate_id,
-                payload=row.payload,
-                request_id=row.request_id,
+                time=row["occurred_at"],
+                key=row["aggregate_id"],
+                payload=row["payload"],
+                request_id=row["request_id"],
             )
             try:
-                self.producer.produce(row.topic, value, key, headers=headers, on_delivery=report(index))
+                self.producer.produce(row["topic"], value, key, headers=headers, on_delivery=report(index))
             except (BufferError, KafkaException) as exc:
                 errors[index] = exc
                 break
@@ -209,29 +207,27 @@ class OutboxRelay:
         self._producer_failed = any(e is not None for e in errors)
         return errors
 
-    async def _check_broker(self, conn: AsyncConnection) -> None:
+    async def _check_broker(self, conn: asyncpg.Connection) -> None:
         if time.monotonic() - self._broker_checked_at < self.broker_check_seconds:
             return
         cluster_id = await asyncio.to_thread(self._cluster_id)
-        known = await conn.scalar(select(self.state.c.broker_cluster_id).where(self.state.c.id == 1))
+        known = await conn.fetchval("SELECT broker_cluster_id FROM outbox_relay_state WHERE id = 1")
         if known != cluster_id:
             if self.topics_to_create:
                 await asyncio.to_thread(ensure_topics, self.bootstrap, self.topics_to_create, self.partitions)
             if known is not None:
                 since = datetime.now(UTC) - self.replay_window
-                result = await conn.execute(
-                    update(self.outbox).where(self.outbox.c.published_at > since).values(published_at=None)
+                republished = await conn.execute(
+                    "UPDATE outbox SET published_at = NULL WHERE published_at > $1", since
                 )
                 log.warning(
                     "broker is a new instance: republishing recent events",
-                    extra={"was": known, "now": cluster_id, "events": result.rowcount},
+                    extra={"was": known, "now": cluster_id, "events": int(republished.split()[-1])},
                 )
             await conn.execute(
-                text(
-                    "INSERT INTO outbox_relay_state (id, broker_cluster_id) VALUES (1, :cid) "
-                    "ON CONFLICT (id) DO UPDATE SET broker_cluster_id = :cid, updated_at = now()"
-                ),
-                {"cid": cluster_id},
+                "INSERT INTO outbox_relay_state (id, broker_cluster_id) VALUES (1, $1) "
+                "ON CONFLICT (id) DO UPDATE SET broker_cluster_id = $1, updated_at = now()",
+                cluster_id,
             )
         self._broker_checked_at = time.monotonic()
 
@@ -248,6 +244,9 @@ class OutboxRelay:
         finally:
             for waiter in waiters:
                 waiter.cancel()
+        if self._wake.is_set() and not stopping.is_set():
+            # Let the commits of a busy moment gather, so one batch (and round trip) carries them.
+            await asyncio.sleep(self.linger_seconds)
         self._wake.clear()
 
 

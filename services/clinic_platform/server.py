@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
+import uvloop
 from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -78,8 +80,7 @@ class ServiceApp:
         if not publishes_events:
             return self.db
         self.relay = OutboxRelay(
-            self.db.engine,
-            metadata,
+            self.db,
             bootstrap=s.kafka_bootstrap,
             service=self.name,
             topics_to_create=[s.topic, events.dlq_for(s.topic)] if s.kafka_create_topics else [],
@@ -158,7 +159,9 @@ async def serve(
         await start()
 
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(log_access=s.log_access, pre_call=app.pre_call)],
+        interceptors=[
+            ServerInterceptor(log_access=s.log_access, slow_ms=s.log_slow_ms, pre_call=app.pre_call)
+        ],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
     )
     for add_to_server, servicer in app._servicers:
@@ -185,6 +188,11 @@ async def serve(
     ]
     for name in ["", *app.service_names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # Everything built at start-up lives for the whole run: keep it out of the collector's way,
+    # and collect the young generation less often (a call allocates many short-lived objects).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7000, 20, 20)
     log.info("serving", extra={"address": f"{s.grpc_host}:{port}", "services": app.service_names})
 
     crashed = asyncio.ensure_future(_first_crash(tasks))
@@ -242,4 +250,4 @@ def run(build: Callable[[Any], ServiceApp], settings_class: type[ServiceSettings
     settings = settings_class()
     configure_logging(settings.service_name, settings.log_level)
     app = build(settings)
-    asyncio.run(serve(app))
+    uvloop.run(serve(app))  # libuv's loop: asyncpg and gRPC's socket work cost less CPU per call

@@ -54,7 +54,9 @@ class ServiceSettings(BaseSettings):
     # stops the session's tokens everywhere within this time.
     session_cache_seconds: float = 1.0
     log_level: str = "INFO"
-    log_access: bool = True
+    # Per-call log lines: "all", "slow" (failed calls and calls slower than LOG_SLOW_MS), "none".
+    log_access: str = "slow"
+    log_slow_ms: float = 250.0
     # Seconds between reporting NOT_SERVING and refusing new calls (lets load balancers notice),
     # then how long in-flight calls get to finish before they are cancelled.
     shutdown_delay_seconds: float = 0.0

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def relay_for(kit_db, bootstrap: str, **options) -> OutboxRelay:
     options = {"broker_check_seconds": 0.2, "idle_poll_seconds": 0.05, **options}
-    return OutboxRelay(kit_db.db.engine, kit_db.metadata, bootstrap=bootstrap, service="kittest", **options)
+    return OutboxRelay(kit_db.db, bootstrap=bootstrap, service="kittest", **options)
 
 
 async def test_a_committed_event_is_published_exactly_once_with_cloudevents_headers(kit_db, stack):

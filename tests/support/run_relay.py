@@ -15,7 +15,7 @@ async def main(url: str, bootstrap: str, batch_size: int) -> None:
     from clinic_platform.db import Database
 
     db = Database(url, kit_metadata())
-    relay = OutboxRelay(db.engine, db.metadata, bootstrap=bootstrap, service="kittest", batch_size=batch_size)
+    relay = OutboxRelay(db, bootstrap=bootstrap, service="kittest", batch_size=batch_size)
     await relay.run(asyncio.Event())
 
 

@@ -1,4 +1,4 @@
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -111,3 +111,27 @@ def test_transitions_say_why_they_are_refused():
     assert domain.check_cancel("CANCELLED", later, earlier) is False  # a retried cancel changes nothing
     with pytest.raises(FailedPrecondition, match="already started"):
         domain.check_cancel("CONFIRMED", earlier, later)
+
+
+@pytest.mark.parametrize("day", [date(2027, 3, 28), date(2027, 10, 31), date(2027, 5, 3)])
+def test_exactly_the_offered_slots_are_bookable(day):
+    night_and_day = Schedule(
+        "doc",
+        15,
+        (
+            WorkingHours(day.isoweekday(), time(0, 30), time(4, 0)),
+            WorkingHours(day.isoweekday(), time(9), time(12)),
+        ),
+        (CONSULT, LONG),
+    )
+    for visit in (CONSULT, LONG):
+        offered = {s for s, _ in domain.slot_starts(night_and_day, day, BERLIN, visit.duration_minutes)}
+        moment = datetime.combine(day, time(0), tzinfo=BERLIN).astimezone(UTC)
+        for _ in range(24 * 4):  # every quarter hour of the day, in real time
+            try:
+                domain.check_bookable(night_and_day, moment, visit, BERLIN, LONG_AGO)
+                bookable = True
+            except FailedPrecondition:
+                bookable = False
+            assert bookable == (moment in offered), moment.astimezone(BERLIN)
+            moment += timedelta(minutes=15)
