@@ -283,3 +283,107 @@ def test_time_off_and_bookings_exclude_each_other(clinic):
     ).json()["slots"]
     starts = {s["startTime"] for s in slots}
     assert at(day, "15:00") not in starts and at(day, "16:00") in starts and booked["startTime"] not in starts
+
+
+def test_slots_by_specialty_over_a_date_range_and_across_a_clock_change(clinic, mesh):
+    edge, admin, _ = clinic
+    specialty = f"Dermatology-{uuid.uuid4().hex[:6]}"
+    mornings = [
+        {"dayOfWeek": day, "startTime": {"hours": 9}, "endTime": {"hours": 10}}
+        for day in ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
+    ]
+    first = edge.create_staff(admin, "DOCTOR", specialty=specialty, displayName="Dr. First")
+    second = edge.create_staff(admin, "DOCTOR", specialty=specialty, displayName="Dr. Second")
+    for doctor in (first, second):
+        until(
+            lambda d=doctor: edge.http.get(f"/v1/doctors/{d.user_id}", headers=admin.auth).status_code == 200,
+            within=20,
+            what="the doctors in the directory",
+        )
+        edge.http.patch(
+            f"/v1/doctors/{doctor.user_id}/schedule",
+            params={"update_mask": "working_hours,slot_minutes,visit_types"},
+            json={
+                "slotMinutes": 30,
+                "workingHours": mornings,
+                "visitTypes": [{"code": "CONSULT", "name": "Consultation", "durationMinutes": 30}],
+            },
+            headers=admin.auth,
+        ).raise_for_status()
+    reply = edge.http.get(
+        "/v1/appointments/available",
+        params={"specialty": specialty.lower(), "start_date": "2027-03-27", "end_date": "2027-03-29"},
+        headers=admin.auth,
+    )
+    assert reply.status_code == 200, reply.text
+    slots = reply.json()["slots"]
+    assert {s["doctorId"] for s in slots} == {first.user_id, second.user_id}
+    starts = sorted({s["startTime"] for s in slots})
+    # 09:00 and 09:30 local on each day; Berlin moves from UTC+1 to UTC+2 on 28 March 2027.
+    assert starts == [
+        "2027-03-27T08:00:00Z",
+        "2027-03-27T08:30:00Z",
+        "2027-03-28T07:00:00Z",
+        "2027-03-28T07:30:00Z",
+        "2027-03-29T07:00:00Z",
+        "2027-03-29T07:30:00Z",
+    ]
+    assert [s["startTime"] for s in slots] == sorted(s["startTime"] for s in slots)
+    too_long = edge.http.get(
+        "/v1/appointments/available",
+        params={"specialty": specialty, "start_date": "2027-03-01", "end_date": "2027-05-01"},
+        headers=admin.auth,
+    )
+    assert too_long.status_code == 400 and "end_date" in too_long.json()["message"]
+
+
+def test_staff_record_a_no_show_after_the_start_time(clinic, mesh):
+    edge, admin, doctor = clinic
+    patient = known_patient(edge, mesh)
+    receptionist = edge.create_staff(admin, "RECEPTIONIST")
+    # An appointment that began an hour ago (booked earlier; a booking in the past is refused).
+    started = datetime.now(ZONE).replace(microsecond=0) - timedelta(hours=1)
+    appointment_id = str(uuid.uuid4())
+    fetch(
+        mesh.database_urls["appointments"],
+        "INSERT INTO calendar_entries (id, kind, doctor_id, patient_id, start_time, end_time, visit_type,"
+        " status, version)"
+        " VALUES ($1::uuid, 'APPOINTMENT', $2::uuid, $3::uuid, $4, $5, 'CONSULT', 'CONFIRMED', 1)",
+        appointment_id,
+        doctor.user_id,
+        patient.user_id,
+        started,
+        started + timedelta(minutes=30),
+    )
+    path = f"/v1/appointments/{appointment_id}"
+    cancel = edge.http.delete(path, headers=patient.auth)
+    assert cancel.status_code == 400 and "already started" in cancel.json()["message"]
+    marked = edge.http.patch(
+        path,
+        params={"update_mask": "status"},
+        json={"status": "APPOINTMENT_STATUS_NO_SHOW"},
+        headers=receptionist.auth,
+    )
+    assert marked.status_code == 200, marked.text
+    assert marked.json()["appointment"]["status"] == "APPOINTMENT_STATUS_NO_SHOW"
+    (record,) = events_of(mesh, appointment_id, 1)
+    assert record.headers["ce_type"] == b"clinic.appointments.v1.AppointmentNoShow"
+
+
+def test_booking_works_while_user_management_is_down(clinic, mesh):
+    edge, _, doctor = clinic
+    patient = edge.register_patient()
+    user_management = mesh.service("user_management")
+    user_management.stop()
+    try:
+        reply = book(edge, patient, doctor.user_id, at(future_day(9), "10:00"))
+        assert reply.status_code == 200, reply.text
+        slots = edge.http.get(
+            "/v1/appointments/available",
+            params={"doctor_id": doctor.user_id, "date": future_day(9).isoformat()},
+            headers=patient.auth,
+        )
+        assert slots.status_code == 200
+        assert edge.http.get("/v1/users/me", headers=patient.auth).status_code == 503  # that one needs it
+    finally:
+        user_management.start()
