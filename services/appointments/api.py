@@ -166,10 +166,7 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
         query = query.order_by(store.doctors.c.display_name, store.doctors.c.id).limit(page.size + 1)
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        token = ""
-        if len(rows) > page.size:
-            rows = rows[: page.size]
-            token = page.next_token([rows[-1].display_name, rows[-1].id])
+        rows, token = page.take(rows, lambda r: [r.display_name, r.id])
         doctors = [
             resources_pb2.Doctor(id=str(r.id), display_name=r.display_name, specialty=r.specialty)
             for r in rows
@@ -330,10 +327,7 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
             rows = (
                 await conn.execute(query.order_by(calendar.c.start_time, calendar.c.id).limit(page.size + 1))
             ).all()
-        token = ""
-        if len(rows) > page.size:
-            rows = rows[: page.size]
-            token = page.next_token([rows[-1].start_time.isoformat(), rows[-1].id])
+        rows, token = page.take(rows, lambda r: [r.start_time.isoformat(), r.id])
         return pb.ListTimeOffResponse(time_off=[time_off_message(r) for r in rows], next_page_token=token)
 
     async def DeleteTimeOff(self, request, context):
@@ -406,10 +400,7 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
         if page.after:
             after = (datetime.fromisoformat(page.after[0]), page.after[1])
             slots = [s for s in slots if (s.start, s.doctor_id) > after]
-        token = ""
-        if len(slots) > page.size:
-            slots = slots[: page.size]
-            token = page.next_token([slots[-1].start.isoformat(), slots[-1].doctor_id])
+        slots, token = page.take(slots, lambda s: [s.start.isoformat(), s.doctor_id])
         return pb.ListAvailableSlotsResponse(
             slots=[
                 resources_pb2.Slot(
@@ -580,10 +571,7 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
         )
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        token = ""
-        if len(rows) > page.size:
-            rows = rows[: page.size]
-            token = page.next_token([rows[-1].start_time.isoformat(), rows[-1].id])
+        rows, token = page.take(rows, lambda r: [r.start_time.isoformat(), r.id])
         return pb.ListAppointmentsResponse(
             appointments=[appointment_message(r) for r in rows], next_page_token=token
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,13 @@ class Page:
     def next_token(self, last_key: list[Any] | tuple[Any, ...]) -> str:
         raw = json.dumps({"after": [str(v) for v in last_key], "filters": self.filters_fingerprint})
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    def take(self, rows: list[Any], key: Callable[[Any], list[Any]]) -> tuple[list[Any], str]:
+        """This page of `rows` (fetched with limit size + 1) and the token of the next, or ""."""
+        if len(rows) <= self.size:
+            return rows, ""
+        rows = rows[: self.size]
+        return rows, self.next_token(key(rows[-1]))
 
 
 def _fingerprint(filters: dict[str, Any]) -> str:

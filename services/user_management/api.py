@@ -227,11 +227,7 @@ class UserManagementApi(rpc.UserManagementServiceServicer):
             rows = await store.list_users(
                 session, role=role, query=request.query.strip(), after=page.after, limit=page.size
             )
-        next_token = ""
-        if len(rows) > page.size:
-            rows = rows[: page.size]
-            last = rows[-1]
-            next_token = page.next_token([last.family_name, last.given_name, last.id])
+        rows, next_token = page.take(rows, lambda r: [r.family_name, r.given_name, r.id])
         return pb.ListUsersResponse(users=[user_message(r) for r in rows], next_page_token=next_token)
 
     async def UpdateUser(self, request, context):

@@ -12,7 +12,7 @@ import httpx
 
 from tests.support.clinic import at, doctor_with_schedule, future_day
 from tests.support.db import fetch
-from tests.support.identity import PASSWORD, Edge, unique_email
+from tests.support.identity import PASSWORD, Edge, registration, unique_email
 
 CLIENTS = 100
 ATTEMPTS_PER_CLIENT = 21  # 2,100 attempts in all
@@ -32,14 +32,7 @@ class Attempt:
 
 async def _patient(http: httpx.AsyncClient) -> tuple[str, str]:
     email = unique_email("storm")
-    body = {
-        "email": email,
-        "password": PASSWORD,
-        "givenName": "Storm",
-        "familyName": "Client",
-        "birthDate": {"year": 1990, "month": 1, "day": 1},
-    }
-    (await http.post("/v1/auth/register", json=body)).raise_for_status()
+    (await http.post("/v1/auth/register", json=registration(email))).raise_for_status()
     login = await http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
     login.raise_for_status()
     return login.json()["user"]["id"], login.json()["accessToken"]

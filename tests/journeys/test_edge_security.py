@@ -14,7 +14,7 @@ import pytest
 
 from local_stack.components import Envoy
 from local_stack.stack import free_port
-from tests.support.identity import PASSWORD, Edge, unique_email
+from tests.support.identity import PASSWORD, Edge, registration, unique_email
 from tests.support.polling import until
 
 
@@ -110,16 +110,7 @@ def test_the_edge_serves_https_with_the_stack_certificate(mesh):
     with httpx.Client(base_url=f"https://localhost:{mesh.ports.tls}", verify=trust, timeout=10) as https:
         assert https.get("/healthz").status_code == 200
         email = unique_email()
-        registered = https.post(
-            "/v1/auth/register",
-            json={
-                "email": email,
-                "password": PASSWORD,
-                "givenName": "Tess",
-                "familyName": "Tls",
-                "birthDate": {"year": 1999, "month": 9, "day": 9},
-            },
-        )
+        registered = https.post("/v1/auth/register", json=registration(email, givenName="Tess"))
         assert registered.status_code == 200
         login = https.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
         token = login.json()["accessToken"]

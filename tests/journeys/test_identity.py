@@ -11,7 +11,7 @@ import pytest
 from clinic.appointments.v1 import appointments_service_pb2 as ap_pb
 from clinic.appointments.v1 import appointments_service_pb2_grpc as ap_rpc
 from clinic.user_management.v1 import user_management_service_pb2 as um_pb
-from tests.support.identity import PASSWORD, Edge, grpc_me, grpc_stub, unique_email
+from tests.support.identity import PASSWORD, Edge, grpc_me, grpc_stub, registration, unique_email
 from tests.support.polling import until
 from tests.support.tokens import Forger
 
@@ -235,15 +235,7 @@ def test_an_admin_creates_a_doctor_and_deactivating_a_user_ends_their_sessions(e
     ],
 )
 def test_registration_with_bad_input_is_a_400_naming_the_field(edge, change, field, words):
-    body = {
-        "email": unique_email(),
-        "password": PASSWORD,
-        "givenName": "Pat",
-        "familyName": "Tester",
-        "birthDate": {"year": 1990, "month": 5, "day": 17},
-        **change,
-    }
-    body = {k: v for k, v in body.items() if v is not None}
+    body = {k: v for k, v in (registration(unique_email()) | change).items() if v is not None}
     reply = edge.http.post("/v1/auth/register", json=body)
     assert reply.status_code == 400
     message = reply.json()["message"]
@@ -259,14 +251,7 @@ def test_registration_with_bad_input_is_a_400_naming_the_field(edge, change, fie
 
 def test_an_email_is_taken_case_insensitively_and_a_retried_registration_returns_the_first_answer(edge):
     email = unique_email()
-    body = {
-        "email": email,
-        "password": PASSWORD,
-        "givenName": "Pat",
-        "familyName": "Tester",
-        "birthDate": {"year": 1990, "month": 5, "day": 17},
-        "requestId": "8f14e45f-ceea-467f-a8f5-5a2b4c1d2e3f",
-    }
+    body = registration(email, requestId="8f14e45f-ceea-467f-a8f5-5a2b4c1d2e3f")
     first = edge.http.post("/v1/auth/register", json=body)
     again = edge.http.post("/v1/auth/register", json=body)
     assert first.status_code == again.status_code == 200

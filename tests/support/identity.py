@@ -19,6 +19,18 @@ def unique_email(who: str = "patient") -> str:
     return f"{who}-{uuid.uuid4().hex[:10]}@example.org"
 
 
+def registration(email: str, **fields) -> dict:
+    """A valid POST /v1/auth/register body; `fields` override or add (camelCase)."""
+    body = {
+        "email": email,
+        "password": PASSWORD,
+        "givenName": "Pat",
+        "familyName": "Tester",
+        "birthDate": {"year": 1990, "month": 5, "day": 17},
+    }
+    return body | fields
+
+
 @dataclass
 class Person:
     user_id: str
@@ -50,15 +62,7 @@ class Edge:
 
     def register_patient(self, email: str | None = None, **extra) -> Person:
         email = email or unique_email()
-        body = {
-            "email": email,
-            "password": PASSWORD,
-            "givenName": "Pat",
-            "familyName": "Tester",
-            "birthDate": {"year": 1990, "month": 5, "day": 17},
-            **extra,
-        }
-        reply = self.http.post("/v1/auth/register", json=body)
+        reply = self.http.post("/v1/auth/register", json=registration(email, **extra))
         assert reply.status_code == 200, reply.text
         return self.login(email, PASSWORD)
 
