@@ -19,7 +19,7 @@ from local_stack.stack import ROOT, Ports, Stack
 
 
 def _print(part: str, message: str) -> None:
-    print(f"  {part:<16} {message}", flush=True)
+    print(f"  {part:<18} {message}", flush=True)
 
 
 def up(stack: Stack) -> int:

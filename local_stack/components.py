@@ -155,6 +155,30 @@ class Broker(Daemon):
         return f"127.0.0.1:{self.port}"
 
 
+class Simulator(Daemon):
+    """An external party's simulator (simulators/<module>.py): a real HTTP server."""
+
+    def __init__(self, state_dir: Path, module: str, port: int) -> None:
+        self.name = f"{module}-simulator"
+        super().__init__(state_dir)
+        self.module = module
+        self.port = port
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", f"simulators.{self.module}", "--port", str(self.port)]
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as reply:  # noqa: S310
+                return reply.status == 200
+        except OSError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 class ServiceProcess(Daemon):
     """One Clinic Mesh service: `python -m <service>.main`, ready when its gRPC health is SERVING."""
 

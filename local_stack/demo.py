@@ -65,6 +65,14 @@ def create_demo_data(stack: Stack, report) -> list[tuple[DemoUser, str]]:
                 raise RuntimeError(f"could not create {user.email}: {reply.status_code} {reply.text}")
             report(user.role.lower(), f"{user.email}{'' if reply.status_code == 200 else ' (already there)'}")
         _demo_schedules(http, headers, report)
+        for visit_type, euros in DEMO_FEES.items():
+            http.patch(
+                f"/v1/billing/fees/{visit_type}",
+                params={"update_mask": "price", "allow_missing": "true"},
+                json={"price": {"currencyCode": "EUR", "units": euros}},
+                headers=headers,
+            ).raise_for_status()
+            report("fee", f"{visit_type}: {euros}.00 EUR")
     return [(u, passwords[u.email]) for u in DEMO_USERS]
 
 
@@ -73,6 +81,7 @@ WEEKDAY_HOURS = [
     for day in ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY")
     for start, end in ((9, 12), (13, 17))
 ]
+DEMO_FEES = {"CONSULT": 60, "CHECKUP": 90}
 VISIT_TYPES = [
     {"code": "CONSULT", "name": "Consultation", "durationMinutes": 30},
     {"code": "CHECKUP", "name": "Check-up", "durationMinutes": 60},

@@ -24,7 +24,7 @@ from clinic_platform import events
 from clinic_platform.kafka import ensure_topics
 from clinic_platform.settings import LOCAL_KAFKA_PORT, LOCAL_POSTGRES_PORT, LOCAL_REDIS_PORT, SERVICE_PORTS
 from gateway import envoy_config
-from local_stack.components import Broker, Envoy, Redis, ServiceProcess
+from local_stack.components import Broker, Envoy, Redis, ServiceProcess, Simulator
 from local_stack.postgres import Postgres
 from local_stack.provision import database_url, provision_databases
 from local_stack.secrets import SecretFile, random_key, random_password
@@ -54,12 +54,13 @@ class Ports:
     postgres: int = LOCAL_POSTGRES_PORT
     redis: int = LOCAL_REDIS_PORT
     kafka: int = LOCAL_KAFKA_PORT
+    payments: int = 7101  # the payment provider simulator
     services: dict[str, int] = field(default_factory=lambda: dict(SERVICE_PORTS))
 
     @classmethod
     def from_env(cls) -> Ports:
         ports = cls()
-        for name in ("edge", "tls", "admin", "postgres", "redis", "kafka"):
+        for name in ("edge", "tls", "admin", "postgres", "redis", "kafka", "payments"):
             value = os.environ.get(f"CLINIC_{name.upper()}_PORT")
             if value:
                 setattr(ports, name, int(value))
@@ -68,7 +69,7 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Unused ports, for a test stack beside a running local one."""
-        return cls(*(free_port() for _ in range(6)), {s: free_port() for s in SERVICES})
+        return cls(*(free_port() for _ in range(7)), {s: free_port() for s in SERVICES})
 
 
 Report = Callable[[str, str], None]
@@ -98,6 +99,7 @@ class Stack:
         self.postgres = Postgres(state_dir, ports.postgres)
         self.redis = Redis(state_dir, ports.redis)
         self.broker = Broker(state_dir, ports.kafka)
+        self.simulators = [Simulator(state_dir, "payments", ports.payments)]
         self.gateway_dir = state_dir / "gateway"
         self.envoy = Envoy(state_dir, self.gateway_dir / "envoy.json", ports.edge, ports.admin)
         self.edge_options = edge_options or {}  # EdgeConfig fields to override (tests)
@@ -139,6 +141,7 @@ class Stack:
             "REDIS_URL": self.redis_url,
             "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "USER_MANAGEMENT_ADDRESS": f"127.0.0.1:{self.ports.services['user_management']}",
+            "PAYMENT_PROVIDER_URL": f"http://127.0.0.1:{self.ports.payments}",
         }
         if name == "user_management":
             env |= {key.upper(): value for key, value in self.identity_secrets().items()}
@@ -190,6 +193,10 @@ class Stack:
                 "broker",
                 self.broker.start,
                 done=lambda _: f"127.0.0.1:{self.ports.kafka} (Tansu, memory only)",
+            )
+        for simulator in self.simulators:
+            self._step(
+                simulator.name, simulator.start, done=lambda _, s=simulator: f"{s.url} (simulated provider)"
             )
         self._step(
             "topics",
@@ -251,6 +258,7 @@ class Stack:
         """Stop everything, newest first; safe to call when parts are not running."""
         steps: list[tuple[str, Callable[[], bool]]] = [("envoy", self.envoy.stop)]
         steps += [(s, self._stopper(s)) for s in reversed(SERVICES)]
+        steps += [(s.name, s.stop) for s in self.simulators]
         steps += [("broker", self.broker.stop), ("redis", self.redis.stop), ("postgres", self.postgres.stop)]
         for name, stop in steps:
             if stop():
@@ -262,6 +270,7 @@ class Stack:
     def status(self) -> dict[str, int | None]:
         parts = {"postgres": self.postgres.pid if self.postgres.running() else None}
         parts |= {"redis": self.redis.pid, "broker": self.broker.pid}
+        parts |= {s.name: s.pid for s in self.simulators}
         parts |= {s: ServiceProcess(self.state_dir, s, 0, {}).pid for s in SERVICES}
         parts["envoy"] = self.envoy.pid
         return parts

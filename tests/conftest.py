@@ -23,7 +23,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # is published) and a login limit tests do not hit; the brute-force test makes a strict edge.
     edge_options = {"jwks_cache_seconds": 3, "login_burst": 1000, "login_per_minute": 6000}
     test_stack = Stack(state, Ports.free(), env=env, edge_options=edge_options)
-    test_stack.service_env_extra = {"KEY_PUBLISH_DELAY_SECONDS": "6", "JWKS_REFRESH_SECONDS": "1"}
+    test_stack.service_env_extra = {
+        "KEY_PUBLISH_DELAY_SECONDS": "6",
+        "JWKS_REFRESH_SECONDS": "1",
+        # A provider answer later than 1.5 s counts as a timeout; pending payments settle after 1 s.
+        "PAYMENT_PROVIDER_TIMEOUT_SECONDS": "1.5",
+        "RECONCILE_EVERY_SECONDS": "1",
+        "RECONCILE_AFTER_SECONDS": "1",
+    }
     try:
         test_stack.start_infrastructure()
         yield test_stack

@@ -91,8 +91,15 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 def is_connection_error(exc: BaseException) -> bool:
     """True when the database (not the statement) failed: worth retrying, never a poison event."""
-    connection_errors = (OperationalError, InterfaceError, ConnectionError, OSError, asyncio.TimeoutError,
-                         asyncpg.PostgresConnectionError, asyncpg.InterfaceError)  # fmt: skip
+    connection_errors = (
+        OperationalError,
+        InterfaceError,
+        ConnectionError,
+        OSError,
+        asyncio.TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+    )
     if isinstance(exc, connection_errors):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

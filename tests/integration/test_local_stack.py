@@ -26,8 +26,9 @@ def test_data_survives_a_stop_and_a_start_and_stopping_leaves_no_process(tmp_pat
         url = stack.database_urls["payment"].replace("+asyncpg", "")
         asyncio.run(_execute(url, "CREATE TABLE kept (note text)", "INSERT INTO kept VALUES ('still here')"))
         redis.Redis.from_url(stack.redis_url).set("kept", "still here")
-        pids = [pid for pid in stack.status().values() if pid]
-        assert len(pids) == 3  # postgres, redis, broker
+        running = {part: pid for part, pid in stack.status().items() if pid}
+        assert set(running) == {"postgres", "redis", "broker", "payments-simulator"}
+        pids = list(running.values())
 
         stack.down()
         assert not any(is_alive(pid) for pid in pids)

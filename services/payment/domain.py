@@ -1,0 +1,126 @@
+"""Rules of billing: an invoice's status follows its appointment and its money; who may see, pay,
+adjust and refund. No gRPC and no SQL here.
+
+balance due = total - insurance - paid. A refund does not reopen an invoice (the money went back
+because the patient had paid more than they owed, e.g. after an adjustment or a cancellation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clinic_platform.auth import Caller, Role
+from clinic_platform.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from clinic_platform.money import Amount
+
+PENDING, DUE, PAID, VOIDED = "PENDING", "DUE", "PAID", "VOIDED"
+# What the appointment's events said last.
+BOOKED, COMPLETED, NO_SHOW, CANCELLED = "BOOKED", "COMPLETED", "NO_SHOW", "CANCELLED"
+MAX_LINES = 50
+
+
+@dataclass(frozen=True)
+class Line:
+    description: str
+    visit_type: str
+    amount: Amount
+
+    def to_json(self) -> dict:
+        return {
+            "description": self.description,
+            "visit_type": self.visit_type,
+            "amount_minor": self.amount.minor,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, currency: str) -> Line:
+        return cls(data["description"], data.get("visit_type", ""), Amount(data["amount_minor"], currency))
+
+
+def balance_due(total: Amount, insurance: Amount, paid: Amount) -> Amount:
+    return total - insurance - paid
+
+
+def invoice_status(appointment_state: str, total: Amount, insurance: Amount, paid: Amount) -> str:
+    """The status an invoice should have now.
+
+    The appointment decides until the money does: a cancelled visit voids the invoice; a
+    positive total that is covered is PAID; a visit that took place (or was missed: the booked
+    time stays billable, an admin can adjust) is DUE; otherwise the invoice is PENDING."""
+    if appointment_state == CANCELLED:
+        return VOIDED
+    if total.minor > 0 and balance_due(total, insurance, paid).minor <= 0:
+        return PAID
+    if appointment_state in (COMPLETED, NO_SHOW):
+        return DUE
+    return PENDING
+
+
+def check_lines(lines: list[Line], currency: str) -> Amount:
+    """Validate an invoice's new lines; returns their total."""
+    if not lines:
+        raise InvalidArgument("invoice.lines", "an invoice needs at least one line")
+    if len(lines) > MAX_LINES:
+        raise InvalidArgument("invoice.lines", f"at most {MAX_LINES} lines")
+    total = Amount(0, currency)
+    for index, line in enumerate(lines):
+        field = f"invoice.lines[{index}]"
+        if not line.description.strip():
+            raise InvalidArgument(f"{field}.description", "is required")
+        if line.amount.currency != currency:
+            raise InvalidArgument(f"{field}.amount", f"must be in the invoice's currency, {currency}")
+        if line.amount.minor < 0:
+            raise InvalidArgument(f"{field}.amount", "must not be negative")
+        total += line.amount
+    return total
+
+
+def check_adjustable(status: str, new_total: Amount, insurance: Amount, paid: Amount) -> None:
+    if status in (PAID, VOIDED):
+        raise FailedPrecondition(f"the invoice is {status}: a paid or voided invoice cannot be adjusted")
+    if new_total < insurance + paid:
+        raise FailedPrecondition(
+            f"the new total {new_total} is below what was already paid ({insurance + paid})"
+        )
+
+
+def check_payable(status: str, amount: Amount, available: Amount) -> None:
+    if status in (PAID, VOIDED):
+        raise FailedPrecondition(f"the invoice is {status}: nothing is left to pay")
+    if amount.currency != available.currency:
+        raise InvalidArgument("payment.amount", f"must be in the invoice's currency, {available.currency}")
+    if amount > available:
+        raise FailedPrecondition(f"the amount {amount} is more than the balance due ({available})")
+
+
+def check_refundable(payment_status: str, amount: Amount, refundable: Amount) -> None:
+    if payment_status != "SUCCEEDED":
+        raise FailedPrecondition(f"the payment is {payment_status}: only a succeeded payment can be refunded")
+    if amount.currency != refundable.currency:
+        raise InvalidArgument("refund.amount", f"must be in the payment's currency, {refundable.currency}")
+    if amount > refundable:
+        raise FailedPrecondition(f"the amount {amount} is more than what is left to refund ({refundable})")
+
+
+# -- who may do what ------------------------------------------------------------------------------
+BILLING_STAFF = (Role.RECEPTIONIST, Role.ADMIN)
+
+
+def may_read(caller: Caller, patient_id: str, what: str, resource_id: str) -> None:
+    if caller.role in BILLING_STAFF:
+        return
+    if caller.role is Role.PATIENT:
+        if caller.user_id != patient_id:
+            raise NotFound(f"{what} {resource_id} not found")
+        return
+    raise PermissionDenied("billing is for patients, the front desk and admins")
+
+
+def list_scope(caller: Caller, patient_id: str) -> str:
+    """The patient filter a caller may use: a patient only their own."""
+    if caller.role in BILLING_STAFF:
+        return patient_id
+    if caller.role is Role.PATIENT:
+        if patient_id and patient_id != caller.user_id:
+            raise PermissionDenied("a patient may only list their own billing")
+        return caller.user_id
+    raise PermissionDenied("billing is for patients, the front desk and admins")
