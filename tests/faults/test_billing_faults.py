@@ -143,3 +143,31 @@ def test_a_poison_appointment_event_goes_to_the_dlq_and_the_next_events_are_invo
     (record,) = until(dead_lettered, within=30, what="the poison event in the DLQ")
     assert b"DecodeError" in record.headers["dlq_error"]
     assert invoices_of(mesh, [str(uuid.UUID(good.appointment_id))]) == {good.appointment_id: ["PENDING"]}
+
+
+def test_a_cancellation_before_its_booking_and_twice_ends_voided_with_one_invoice(mesh):
+    from clinic.appointments.v1 import events_pb2
+
+    appointment = booked("CONSULT")
+    appointment.start_time.FromJsonString(at(future_day(71), "10:00"))
+    fields = {f: getattr(appointment, f) for f in ("appointment_id", "patient_id", "doctor_id", "visit_type")}
+    cancelled = events_pb2.AppointmentCancelled(
+        **fields,
+        version=2,
+        start_time=appointment.start_time,
+        end_time=appointment.end_time,
+        cancelled_by=appointment.patient_id,
+    )
+    # Out of order and repeated: the cancellation (twice, two deliveries of one event), then the booking.
+    once = encoded(cancelled)
+    produce_raw(
+        mesh.kafka_bootstrap,
+        "clinic.appointments.v1.events",
+        [once, once, encoded(cancelled), encoded(appointment)],
+    )
+    until(lambda: invoices_of(mesh, [appointment.appointment_id]), within=30, what="the invoice")
+    probe = booked("CONSULT")  # an event after them all: once it is invoiced, the others were handled
+    probe.start_time.FromJsonString(at(future_day(72), "10:00"))
+    produce_raw(mesh.kafka_bootstrap, "clinic.appointments.v1.events", [encoded(probe)])
+    until(lambda: invoices_of(mesh, [probe.appointment_id]), within=30, what="the probe's invoice")
+    assert invoices_of(mesh, [appointment.appointment_id]) == {appointment.appointment_id: ["VOIDED"]}

@@ -141,6 +141,28 @@ def test_a_declined_card_is_a_failed_payment_not_an_error(clinic, mesh):
     assert still["status"] == "INVOICE_STATUS_PENDING"
     assert "units" not in still.get("paidAmount", {})  # nothing was paid
 
+    def failed_event():
+        records = read_topic(mesh.kafka_bootstrap, "clinic.payment.v1.events")
+        return [
+            r
+            for r in records
+            if r.headers["ce_type"] == b"clinic.payment.v1.PaymentFailed"
+            and events_pb2.PaymentFailed.FromString(r.value).payment_id == payment["id"]
+        ]
+
+    (record,) = until(failed_event, within=15, what="PaymentFailed")
+    assert events_pb2.PaymentFailed.FromString(record.value).reason_code == "card_declined"
+
+
+def test_a_slow_provider_within_the_timeout_is_just_slow(clinic, mesh):
+    edge, _, doctor = clinic
+    patient = edge.register_patient()
+    invoice = invoice_of(edge, patient, booked(edge, patient, doctor))
+    provider(mesh, "/_faults", {"mode": "slow", "times": 1, "delay": 0.7})  # under the 1.5 s timeout
+    reply = pay(edge, patient, invoice["id"], money(60), provider_token(mesh))
+    assert reply.status_code == 200
+    assert reply.json()["payment"]["status"] == "PAYMENT_STATUS_SUCCEEDED"
+
 
 @pytest.mark.parametrize("fault", ["timeout", "error"])
 def test_a_provider_that_times_out_or_fails_charges_once_when_the_payment_is_retried(clinic, mesh, fault):
