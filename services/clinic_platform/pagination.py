@@ -13,7 +13,10 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from sqlalchemy import Select, Table, select
 
 from clinic_platform.errors import InvalidArgument
 
@@ -69,3 +72,20 @@ def page_request(
     if issued_for != fingerprint:
         raise InvalidArgument("page_token", "was issued for other filters; start again without it")
     return Page(size, after, fingerprint)
+
+
+def newest_first(table: Table, page: Page, *conditions) -> Select:
+    """One page of `table` rows matching `conditions`, newest first by (create_time, id); read the
+    page with `page.take(rows, newest_first_key)`."""
+    query = select(table).where(*conditions)
+    if page.after:
+        after_time, after_id = datetime.fromisoformat(page.after[0]), page.after[1]
+        query = query.where(
+            (table.c.create_time < after_time)
+            | ((table.c.create_time == after_time) & (table.c.id < after_id))
+        )
+    return query.order_by(table.c.create_time.desc(), table.c.id.desc()).limit(page.size + 1)
+
+
+def newest_first_key(row) -> list[Any]:
+    return [row.create_time.isoformat(), row.id]

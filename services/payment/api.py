@@ -17,7 +17,7 @@ from clinic_platform.auth import Role
 from clinic_platform.convert import enum_name, enum_value, mask_paths, parse_enum, parse_uuid, timestamp
 from clinic_platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from clinic_platform.money import Amount, from_proto
-from clinic_platform.pagination import page_request
+from clinic_platform.pagination import newest_first, newest_first_key, page_request
 from payment import domain, store
 from payment.billing import Billing, amounts
 from payment.domain import Line
@@ -341,17 +341,10 @@ class PaymentApi(rpc.PaymentServiceServicer):
         page = page_request(
             request.page_size, request.page_token, {k: str(v) for k, v in filters.items()}, maximum=500
         )
-        query = select(table).where(*(table.c[k] == v for k, v in filters.items() if v))
-        if page.after:
-            after_time, after_id = datetime.fromisoformat(page.after[0]), page.after[1]
-            query = query.where(
-                (table.c.create_time < after_time)
-                | ((table.c.create_time == after_time) & (table.c.id < after_id))
-            )
-        query = query.order_by(table.c.create_time.desc(), table.c.id.desc()).limit(page.size + 1)
+        query = newest_first(table, page, *(table.c[k] == v for k, v in filters.items() if v))
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return page.take(rows, lambda r: [r.create_time.isoformat(), r.id])
+        return page.take(rows, newest_first_key)
 
     # -- refunds ----------------------------------------------------------------------------------
     async def CreateRefund(self, request, context):
