@@ -22,30 +22,15 @@ without doing anything; slow answers after the delay. GET /_ledger shows what ha
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from aiohttp import web
 
+from simulators.common import IdempotentApi, serve
+
 DECLINED = {"4000000000000002": "card_declined", "4000000000009995": "insufficient_funds"}
-
-
-@dataclass
-class Faults:
-    mode: str = "normal"
-    times: int = 0
-    delay: float = 0.0
-
-    def take(self) -> tuple[str, float]:
-        if self.times <= 0:
-            return "normal", 0.0
-        self.times -= 1
-        return self.mode, self.delay
 
 
 @dataclass
@@ -53,9 +38,6 @@ class Provider:
     tokens: dict[str, dict] = field(default_factory=dict)  # token -> {"method", "decline"}
     charges: dict[str, dict] = field(default_factory=dict)  # id -> charge
     refunds: dict[str, dict] = field(default_factory=dict)
-    replies: dict[str, tuple[str, int, dict]] = field(default_factory=dict)  # idempotency key -> reply
-    faults: Faults = field(default_factory=Faults)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def charge(self, method: str, token: str, minor: int, currency: str) -> tuple[int, dict]:
         card = self.tokens.get(token)
@@ -80,10 +62,6 @@ class Provider:
         return 200, {"id": refund_id}
 
 
-def _fingerprint(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
 def _minor(decimal_value: str) -> int:
     return int(Decimal(decimal_value).scaleb(2))
 
@@ -93,26 +71,8 @@ class Simulator:
 
     def __init__(self) -> None:
         self.provider = Provider()
-
-    async def idempotent(self, request: web.Request, key_header: str, operate) -> web.Response:
-        """Run `operate(body)` once per idempotency key; replay its reply for a retry."""
-        key = request.headers.get(key_header, "")
-        if not key:
-            return web.json_response({"code": "idempotency_key_required"}, status=400)
-        body = await request.json()
-        mode, delay = self.provider.faults.take()
-        if mode == "error":
-            return web.json_response({"code": "temporarily_unavailable"}, status=503)
-        async with self.provider.lock:
-            known = self.provider.replies.get(key)
-            if known is not None and known[0] != _fingerprint(body):
-                return web.json_response({"code": "idempotency_key_reused"}, status=409)
-            if known is None:
-                status, reply = operate(body)
-                self.provider.replies[key] = known = (_fingerprint(body), status, reply)
-        if mode in ("timeout", "slow"):
-            await asyncio.sleep(delay)  # a timeout: the work is done, the answer comes too late
-        return web.json_response(known[2], status=known[1])
+        self.api = IdempotentApi()
+        self.idempotent = self.api.handle
 
     async def tokens(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -182,27 +142,15 @@ class Simulator:
 
         return await self.idempotent(request, "Idempotency-Key", operate)
 
-    async def set_faults(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.provider.faults = Faults(
-            body.get("mode", "normal"), int(body.get("times", 1)), float(body.get("delay", 0))
-        )
-        return web.json_response({"ok": True})
-
     async def ledger(self, _request: web.Request) -> web.Response:
         provider = self.provider
         return web.json_response(
             {"charges": list(provider.charges.values()), "refunds": list(provider.refunds.values())}
         )
 
-    async def health(self, _request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
 
-
-def build_app() -> web.Application:
-    simulator = Simulator()
-    app = web.Application()
-    app.add_routes([
+def routes(simulator: Simulator) -> list[web.RouteDef]:
+    return [
         web.post("/v1/tokens", simulator.tokens),
         web.post("/v1/card/charges", simulator.card_charge),
         web.post("/v1/card/refunds", simulator.card_refund),
@@ -210,15 +158,10 @@ def build_app() -> web.Application:
         web.post("/v1/paypal/captures/{capture_id}/refund", simulator.paypal_refund),
         web.post("/v1/applepay/payments", simulator.applepay_payment),
         web.post("/v1/applepay/refunds", simulator.applepay_refund),
-        web.post("/_faults", simulator.set_faults),
         web.get("/_ledger", simulator.ledger),
-        web.get("/healthz", simulator.health),
-    ])  # fmt: skip
-    return app
+    ]
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="payment provider simulator")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    web.run_app(build_app(), host="127.0.0.1", port=args.port, print=None)
+    payments = Simulator()
+    serve(routes(payments), payments.api, "payment provider simulator")

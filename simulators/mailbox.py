@@ -1,0 +1,86 @@
+"""The local SMTP server: receives mail like a real one and keeps it, so tests and developers can
+read what patients would get.
+
+Like a real mailbox store, it keeps one copy per Message-ID (a message sent twice shows once; the
+repeat is counted). Mail is appended to a file, so it survives a restart of the server.
+
+    python -m simulators.mailbox --smtp-port 2525 --port 7102 --store var/mailbox/messages.jsonl
+    GET /messages?to=<address>     what an address received, oldest first
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from email import message_from_bytes, policy
+from pathlib import Path
+
+from aiohttp import web
+from aiosmtpd.controller import Controller
+
+from simulators.common import health
+
+
+class Mailbox:
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self.messages: list[dict] = []
+        self.repeats = 0
+        if store.exists():
+            self.messages = [json.loads(line) for line in store.read_text().splitlines() if line.strip()]
+        self._ids = {m["message_id"] for m in self.messages}
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # aiosmtpd handler hook
+        parsed = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
+        message_id = (parsed["Message-ID"] or "").strip()
+        if message_id and message_id in self._ids:
+            self.repeats += 1
+            return "250 OK (already delivered)"
+        body = parsed.get_body(preferencelist=("plain", "html"))
+        record = {
+            "message_id": message_id,
+            "from": envelope.mail_from,
+            "to": [address.lower() for address in envelope.rcpt_tos],
+            "subject": str(parsed["Subject"] or ""),
+            "body": body.get_content() if body is not None else "",
+            "html": (parsed.get_body(preferencelist=("html",)) or parsed).get_content()
+            if parsed.get_body(preferencelist=("html",))
+            else "",
+        }
+        self.messages.append(record)
+        self._ids.add(message_id)
+        with self.store.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+        return "250 OK"
+
+    async def list_messages(self, request: web.Request) -> web.Response:
+        to = request.query.get("to", "").lower()
+        found = [m for m in self.messages if not to or to in m["to"]]
+        return web.json_response({"messages": found, "repeats_dropped": self.repeats})
+
+
+async def main(smtp_port: int, port: int, store: Path) -> None:
+    store.parent.mkdir(parents=True, exist_ok=True)
+    mailbox = Mailbox(store)
+    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    app = web.Application()
+    app.add_routes([web.get("/messages", mailbox.list_messages), web.get("/healthz", health)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        controller.stop()
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="local SMTP server that keeps what it receives")
+    parser.add_argument("--smtp-port", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--store", type=Path, required=True)
+    args = parser.parse_args()
+    asyncio.run(main(args.smtp_port, args.port, args.store))
