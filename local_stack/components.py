@@ -178,6 +178,30 @@ class Simulator(Daemon):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def describe(self) -> str:
+        return f"{self.url} (simulated provider)"
+
+
+class Mailbox(Simulator):
+    """The local SMTP server that keeps what it receives (in the state folder, across restarts)."""
+
+    def __init__(self, state_dir: Path, port: int, smtp_port: int) -> None:
+        super().__init__(state_dir, "mailbox", port)
+        self.name = "mailbox"
+        self.log = state_dir / "log" / "mailbox.log"
+        self.pidfile = state_dir / "run" / "mailbox.pid"
+        self.smtp_port = smtp_port
+
+    def argv(self) -> list[str]:
+        store = self.state_dir / "mailbox" / "messages.jsonl"
+        return [*super().argv(), "--smtp-port", str(self.smtp_port), "--store", str(store)]
+
+    def ready(self) -> bool:
+        return super().ready() and port_open(self.smtp_port)
+
+    def describe(self) -> str:
+        return f"SMTP on 127.0.0.1:{self.smtp_port}, received mail at {self.url}/messages"
+
 
 class ServiceProcess(Daemon):
     """One Clinic Mesh service: `python -m <service>.main`, ready when its gRPC health is SERVING."""

@@ -16,7 +16,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,7 +24,7 @@ from clinic_platform import events
 from clinic_platform.kafka import ensure_topics
 from clinic_platform.settings import LOCAL_KAFKA_PORT, LOCAL_POSTGRES_PORT, LOCAL_REDIS_PORT, SERVICE_PORTS
 from gateway import envoy_config
-from local_stack.components import Broker, Envoy, Redis, ServiceProcess, Simulator
+from local_stack.components import Broker, Envoy, Mailbox, Redis, ServiceProcess, Simulator
 from local_stack.postgres import Postgres
 from local_stack.provision import database_url, provision_databases
 from local_stack.secrets import SecretFile, random_key, random_password
@@ -55,12 +55,26 @@ class Ports:
     redis: int = LOCAL_REDIS_PORT
     kafka: int = LOCAL_KAFKA_PORT
     payments: int = 7101  # the payment provider simulator
+    mailbox: int = 7102  # the local mailbox's HTTP reader (what it received)
+    messaging: int = 7103  # the SMS and push provider simulator
+    smtp: int = 2525  # the local mailbox's SMTP server
     services: dict[str, int] = field(default_factory=lambda: dict(SERVICE_PORTS))
 
     @classmethod
     def from_env(cls) -> Ports:
         ports = cls()
-        for name in ("edge", "tls", "admin", "postgres", "redis", "kafka", "payments"):
+        for name in (
+            "edge",
+            "tls",
+            "admin",
+            "postgres",
+            "redis",
+            "kafka",
+            "payments",
+            "mailbox",
+            "messaging",
+            "smtp",
+        ):
             value = os.environ.get(f"CLINIC_{name.upper()}_PORT")
             if value:
                 setattr(ports, name, int(value))
@@ -69,7 +83,8 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Unused ports, for a test stack beside a running local one."""
-        return cls(*(free_port() for _ in range(7)), {s: free_port() for s in SERVICES})
+        single = [f.name for f in fields(cls) if f.name != "services"]
+        return cls(**{name: free_port() for name in single}, services={s: free_port() for s in SERVICES})
 
 
 Report = Callable[[str, str], None]
@@ -99,7 +114,9 @@ class Stack:
         self.postgres = Postgres(state_dir, ports.postgres)
         self.redis = Redis(state_dir, ports.redis)
         self.broker = Broker(state_dir, ports.kafka)
-        self.simulators = [Simulator(state_dir, "payments", ports.payments)]
+        self.mailbox = Mailbox(state_dir, ports.mailbox, ports.smtp)
+        self.messaging = Simulator(state_dir, "messaging", ports.messaging)
+        self.simulators = [Simulator(state_dir, "payments", ports.payments), self.mailbox, self.messaging]
         self.gateway_dir = state_dir / "gateway"
         self.envoy = Envoy(state_dir, self.gateway_dir / "envoy.json", ports.edge, ports.admin)
         self.edge_options = edge_options or {}  # EdgeConfig fields to override (tests)
@@ -142,6 +159,9 @@ class Stack:
             "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "USER_MANAGEMENT_ADDRESS": f"127.0.0.1:{self.ports.services['user_management']}",
             "PAYMENT_PROVIDER_URL": f"http://127.0.0.1:{self.ports.payments}",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(self.ports.smtp),
+            "MESSAGING_PROVIDER_URL": self.messaging.url,
         }
         if name == "user_management":
             env |= {key.upper(): value for key, value in self.identity_secrets().items()}
@@ -195,9 +215,7 @@ class Stack:
                 done=lambda _: f"127.0.0.1:{self.ports.kafka} (Tansu, memory only)",
             )
         for simulator in self.simulators:
-            self._step(
-                simulator.name, simulator.start, done=lambda _, s=simulator: f"{s.url} (simulated provider)"
-            )
+            self._step(simulator.name, simulator.start, done=lambda _, s=simulator: s.describe())
         self._step(
             "topics",
             lambda: ensure_topics(self.kafka_bootstrap, topics()),

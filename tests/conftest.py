@@ -30,6 +30,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "PAYMENT_PROVIDER_TIMEOUT_SECONDS": "1.5",
         "RECONCILE_EVERY_SECONDS": "1",
         "RECONCILE_AFTER_SECONDS": "1",
+        # Deliveries retry after 0.5 s, 1 s, 2 s, ... (a stopped mail server is back within seconds).
+        "NOTIFICATION_RETRY_BASE_SECONDS": "0.5",
     }
     try:
         test_stack.start_infrastructure()

@@ -4,17 +4,11 @@ events, and a poison event on the appointments topic."""
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import uuid
 
-import grpc
-
-from clinic.appointments.v1 import appointments_service_pb2 as ap
-from clinic.appointments.v1 import appointments_service_pb2_grpc as ap_rpc
-from clinic.appointments.v1 import resources_pb2
 from clinic_platform.events import dlq_for
-from tests.support.clinic import at, doctor_with_schedule, future_day
+from tests.support.clinic import at, book_many, doctor_with_schedule, future_day
 from tests.support.db import fetch
 from tests.support.events import booked, encoded, produce_raw
 from tests.support.identity import Edge
@@ -35,35 +29,6 @@ def invoices_of(stack, appointment_ids: list[str]) -> dict[str, list[str]]:
     for row in rows:
         found.setdefault(row[0], []).append(row[1])
     return found
-
-
-async def book_and_cancel(stack, doctors: list[str], tokens: list[str]) -> dict[str, bool]:
-    """500 bookings straight to the appointments service, about half cancelled right away;
-    returns appointment id -> cancelled."""
-    day = future_day(60)
-    outcome: dict[str, bool] = {}
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.services['appointments']}") as channel:
-        stub = ap_rpc.AppointmentsServiceStub(channel)
-
-        async def patient(i: int, token: str) -> None:
-            metadata = [("authorization", f"Bearer {token}")]
-            rng = random.Random(i)
-            for k in range(PER_PATIENT):
-                minute = ((i // 2) * PER_PATIENT + k) * 5
-                appointment = resources_pb2.Appointment(doctor_id=doctors[i % 2], visit_type="QUICK")
-                appointment.start_time.FromJsonString(at(day, f"{minute // 60:02}:{minute % 60:02}"))
-                reply = await stub.CreateAppointment(
-                    ap.CreateAppointmentRequest(appointment=appointment), metadata=metadata
-                )
-                cancel = rng.random() < 0.5
-                if cancel:
-                    await stub.CancelAppointment(
-                        ap.CancelAppointmentRequest(appointment_id=reply.appointment.id), metadata=metadata
-                    )
-                outcome[reply.appointment.id] = cancel
-
-        await asyncio.gather(*(patient(i, token) for i, token in enumerate(tokens)))
-    return outcome
 
 
 def test_the_payment_service_killed_mid_stream_ends_with_one_invoice_per_appointment_in_its_final_state(mesh):
@@ -97,7 +62,9 @@ def test_the_payment_service_killed_mid_stream_ends_with_one_invoice_per_appoint
                 await asyncio.sleep(0.05)
 
         watcher = asyncio.create_task(watch())
-        seen_outcome = await book_and_cancel(mesh, doctors, tokens)
+        seen_outcome = await book_many(
+            mesh, doctors, tokens, per_patient=PER_PATIENT, day=future_day(60), cancel_share=0.5
+        )
         seen[:] = list(seen_outcome)
         await asyncio.to_thread(killed.wait, 60)
         watcher.cancel()

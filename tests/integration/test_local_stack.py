@@ -27,7 +27,14 @@ def test_data_survives_a_stop_and_a_start_and_stopping_leaves_no_process(tmp_pat
         asyncio.run(_execute(url, "CREATE TABLE kept (note text)", "INSERT INTO kept VALUES ('still here')"))
         redis.Redis.from_url(stack.redis_url).set("kept", "still here")
         running = {part: pid for part, pid in stack.status().items() if pid}
-        assert set(running) == {"postgres", "redis", "broker", "payments-simulator"}
+        assert set(running) == {
+            "postgres",
+            "redis",
+            "broker",
+            "payments-simulator",
+            "mailbox",
+            "messaging-simulator",
+        }
         pids = list(running.values())
 
         stack.down()

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import grpc
+
+from clinic.appointments.v1 import appointments_service_pb2 as ap
+from clinic.appointments.v1 import appointments_service_pb2_grpc as ap_rpc
+from clinic.appointments.v1 import resources_pb2
 from tests.support.db import fetch
 from tests.support.identity import Edge, Person
 from tests.support.polling import until
@@ -59,3 +66,36 @@ def known_patient(edge: Edge, stack) -> Person:
         what="the patient to reach the appointments service",
     )
     return patient
+
+
+async def book_many(
+    stack, doctors: list[str], tokens: list[str], *, per_patient: int, day: date, cancel_share: float = 0.0
+) -> dict[str, bool]:
+    """`per_patient` QUICK (5-minute) bookings per patient token straight to the appointments
+    service, two doctors sharing the patients; a `cancel_share` of them cancelled right away.
+    Returns appointment id -> cancelled."""
+    outcome: dict[str, bool] = {}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.services['appointments']}") as channel:
+        stub = ap_rpc.AppointmentsServiceStub(channel)
+
+        async def patient(i: int, token: str) -> None:
+            metadata = [("authorization", f"Bearer {token}")]
+            rng = random.Random(i)
+            for k in range(per_patient):
+                minute = ((i // len(doctors)) * per_patient + k) * 5
+                appointment = resources_pb2.Appointment(
+                    doctor_id=doctors[i % len(doctors)], visit_type="QUICK"
+                )
+                appointment.start_time.FromJsonString(at(day, f"{minute // 60:02}:{minute % 60:02}"))
+                reply = await stub.CreateAppointment(
+                    ap.CreateAppointmentRequest(appointment=appointment), metadata=metadata
+                )
+                cancel = rng.random() < cancel_share
+                if cancel:
+                    await stub.CancelAppointment(
+                        ap.CancelAppointmentRequest(appointment_id=reply.appointment.id), metadata=metadata
+                    )
+                outcome[reply.appointment.id] = cancel
+
+        await asyncio.gather(*(patient(i, token) for i, token in enumerate(tokens)))
+    return outcome

@@ -1,0 +1,94 @@
+"""Sending one delivery by email (SMTP), SMS or push (provider API).
+
+Every message carries an identity derived from its delivery id: the email's Message-ID, the
+provider's idempotency key. A delivery sent again after a crash is recognised as the same
+message by the mailbox or the provider, so a person never gets it twice.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import formatdate
+
+import aiosmtplib
+import httpx
+
+
+class TemporaryFailure(Exception):
+    """Worth trying again later (server down, timeout, 5xx)."""
+
+
+class PermanentFailure(Exception):
+    """Will never work as it is (no such number, refused by the provider)."""
+
+
+class Email:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        start_tls: bool,
+        username: str,
+        password: str,
+        sender: str,
+        timeout: float,
+    ) -> None:
+        self.host, self.port, self.start_tls = host, port, start_tls
+        self.username, self.password = username or None, password or None
+        self.sender = sender
+        self.timeout = timeout
+
+    async def send(self, delivery) -> None:
+        message = EmailMessage()
+        message["Message-ID"] = f"<{delivery.id}@clinic-mesh>"
+        message["From"] = self.sender
+        message["To"] = delivery.address
+        message["Subject"] = delivery.subject
+        message["Date"] = formatdate(localtime=False)
+        message.set_content(delivery.body)
+        message.add_alternative(delivery.html, subtype="html")
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=self.host,
+                port=self.port,
+                start_tls=self.start_tls,
+                username=self.username,
+                password=self.password,
+                timeout=self.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise PermanentFailure(f"the mail server refused {delivery.address}: {exc}") from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise TemporaryFailure(f"SMTP: {type(exc).__name__}: {exc}") from exc
+
+
+class ProviderChannel:
+    """SMS or push through the messaging provider's HTTP API."""
+
+    def __init__(self, http: httpx.AsyncClient, path: str, body) -> None:
+        self.http = http
+        self.path = path
+        self.body = body  # delivery -> request body
+
+    async def send(self, delivery) -> None:
+        try:
+            reply = await self.http.post(
+                self.path, json=self.body(delivery), headers={"Idempotency-Key": str(delivery.id)}
+            )
+        except httpx.HTTPError as exc:
+            raise TemporaryFailure(f"{self.path}: {type(exc).__name__}: {exc}") from exc
+        if reply.status_code >= 500 or reply.status_code == 429:
+            raise TemporaryFailure(f"{self.path}: provider answered {reply.status_code}")
+        if reply.status_code >= 400:
+            raise PermanentFailure(f"{self.path}: refused ({reply.status_code}): {reply.text[:200]}")
+
+
+def provider_channels(base_url: str, timeout: float) -> tuple[httpx.AsyncClient, dict[str, ProviderChannel]]:
+    http = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+    sms = ProviderChannel(http, "/v1/sms", lambda d: {"to": d.address, "text": d.body})
+    push = ProviderChannel(
+        http, "/v1/push", lambda d: {"user_id": d.address, "title": d.subject, "body": d.body}
+    )
+    return http, {"SMS": sms, "PUSH": push}

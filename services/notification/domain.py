@@ -1,0 +1,154 @@
+"""Rules of notifications: which kind of message each event is, which channels a person gets,
+how often to retry, and the templates. No gRPC and no SQL here."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from clinic_platform.errors import InvalidArgument
+
+EMAIL, SMS, PUSH = "EMAIL", "SMS", "PUSH"
+
+# The event types a person is told about, and the preference kind (user_management's
+# MessageKind) that decides their channels.
+KIND_OF_EVENT = {
+    "APPOINTMENT_BOOKED": "APPOINTMENT_CONFIRMATION",
+    "APPOINTMENT_RESCHEDULED": "APPOINTMENT_CONFIRMATION",
+    "APPOINTMENT_CANCELLED": "APPOINTMENT_CANCELLATION",
+    "APPOINTMENT_COMPLETED": "VISIT_SUMMARY",
+    "APPOINTMENT_REMINDER": "APPOINTMENT_REMINDER",
+    "INVOICE_DUE": "BILLING",
+    "INVOICE_PAID": "BILLING",
+    "REFUND_ISSUED": "BILLING",
+    "CLAIM_ADJUDICATED": "CLAIM_DECISION",
+    "RECORD_ACCESS_REQUESTED": "RECORD_ACCESS",
+    "EMERGENCY_ACCESS_USED": "RECORD_ACCESS",
+}
+ALWAYS_EMAILED = {"EMERGENCY_ACCESS_USED"}  # a patient must learn of break-the-glass access
+
+
+def channels_for(event_type: str, preferences: dict, *, has_phone: bool) -> list[str]:
+    """The person's channels for this message: their choice per kind (default EMAIL, plus SMS
+    with a phone number on file), minus channels they opted out of entirely."""
+    kind = KIND_OF_EVENT[event_type]
+    chosen = preferences.get("messages", {}).get(kind, [EMAIL, SMS] if has_phone else [EMAIL])
+    opted_out = set(preferences.get("opted_out_channels", []))
+    channels = [c for c in chosen if c not in opted_out and (c != SMS or has_phone)]
+    if event_type in ALWAYS_EMAILED and EMAIL not in channels:
+        channels.insert(0, EMAIL)
+    return channels
+
+
+def retry_delay(attempts: int, base_seconds: float) -> timedelta:
+    """Exponential backoff after `attempts` failed sends, capped at 5 minutes."""
+    return timedelta(seconds=min(base_seconds * 2 ** (attempts - 1), 300.0))
+
+
+def local_time(moment: datetime, zone: ZoneInfo) -> str:
+    local = moment.astimezone(zone)
+    return f"{local:%A, %d %B %Y at %H:%M} ({zone.key})"
+
+
+# -- templates --------------------------------------------------------------------------------------
+DEFAULTS: dict[str, tuple[str, str, str]] = {
+    # event type: (email subject, email body, short text for SMS and push)
+    "APPOINTMENT_BOOKED": (
+        "Your appointment on {{ when }} is confirmed",
+        "Dear {{ name }},\n\nyour appointment with {{ doctor }} on {{ when }} is confirmed.\n\n{{ clinic }}",
+        "{{ clinic }}: your appointment with {{ doctor }} on {{ when }} is confirmed.",
+    ),
+    "APPOINTMENT_RESCHEDULED": (
+        "Your appointment was moved to {{ when }}",
+        "Dear {{ name }},\n\nyour appointment with {{ doctor }} was moved from {{ previous_when }}"
+        " to {{ when }}.\n\n{{ clinic }}",
+        "{{ clinic }}: your appointment with {{ doctor }} was moved to {{ when }}.",
+    ),
+    "APPOINTMENT_CANCELLED": (
+        "Your appointment on {{ when }} is cancelled",
+        "Dear {{ name }},\n\nyour appointment with {{ doctor }} on {{ when }} is cancelled.\n\n{{ clinic }}",
+        "{{ clinic }}: your appointment on {{ when }} is cancelled.",
+    ),
+    "APPOINTMENT_COMPLETED": (
+        "Your visit summary is ready",
+        "Dear {{ name }},\n\nthank you for your visit on {{ when }}."
+        " Your visit summary is ready: sign in to read it.\n\n{{ clinic }}",
+        "{{ clinic }}: your visit summary is ready. Sign in to read it.",
+    ),
+    "APPOINTMENT_REMINDER": (
+        "Reminder: your appointment on {{ when }}",
+        "Dear {{ name }},\n\na reminder of your appointment with {{ doctor }} on {{ when }}.\n\n{{ clinic }}",
+        "{{ clinic }}: reminder of your appointment with {{ doctor }} on {{ when }}.",
+    ),
+    "INVOICE_DUE": (
+        "Your invoice is due",
+        "Dear {{ name }},\n\nyour invoice of {{ amount }} is due. You can pay it online.\n\n{{ clinic }}",
+        "{{ clinic }}: your invoice of {{ amount }} is due.",
+    ),
+    "INVOICE_PAID": (
+        "Thank you: your invoice is paid",
+        "Dear {{ name }},\n\nyour invoice is paid in full. Thank you.\n\n{{ clinic }}",
+        "{{ clinic }}: your invoice is paid. Thank you.",
+    ),
+    "REFUND_ISSUED": (
+        "A refund of {{ amount }} is on its way",
+        "Dear {{ name }},\n\nwe refunded {{ amount }} to your payment method.\n\n{{ clinic }}",
+        "{{ clinic }}: we refunded {{ amount }}.",
+    ),
+    "CLAIM_ADJUDICATED": (
+        "Your insurer decided on your claim",
+        "Dear {{ name }},\n\nyour insurer decided on the claim for your invoice: {{ decision }}."
+        "\n\n{{ clinic }}",
+        "{{ clinic }}: your insurer decided on your claim: {{ decision }}.",
+    ),
+    "RECORD_ACCESS_REQUESTED": (
+        "A clinician asks to see your chart",
+        "Dear {{ name }},\n\n{{ requester }} asks for access to your medical record."
+        " Sign in to grant or deny it.\n\n{{ clinic }}",
+        "{{ clinic }}: {{ requester }} asks to see your medical record. Sign in to answer.",
+    ),
+    "EMERGENCY_ACCESS_USED": (
+        "Your chart was opened in an emergency",
+        "Dear {{ name }},\n\n{{ requester }} opened your medical record under emergency access"
+        " on {{ when }}. This access is audited; contact us if you have questions.\n\n{{ clinic }}",
+        "{{ clinic }}: {{ requester }} opened your medical record in an emergency. It is audited.",
+    ),
+}
+
+# What every message's template may use (the notifier fills each, empty when it does not apply).
+VARIABLES = frozenset(
+    {"clinic", "name", "when", "previous_when", "doctor", "requester", "amount", "decision"}
+)
+_html = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
+_text = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+
+
+def default_template(event_type: str, channel: str) -> tuple[str, str]:
+    subject, body, short = DEFAULTS[event_type]
+    return (subject, body) if channel == EMAIL else ("", short)
+
+
+def check_template(channel: str, subject: str, body: str) -> None:
+    if channel != EMAIL and subject:
+        raise InvalidArgument("template.subject", "SMS and push messages have no subject")
+    for field, source in (("template.subject", subject), ("template.body", body)):
+        try:
+            parsed = _text.parse(source)
+        except TemplateSyntaxError as error:
+            raise InvalidArgument(field, f"line {error.lineno}: {error.message}") from None
+        unknown = meta.find_undeclared_variables(parsed) - VARIABLES
+        if unknown:
+            raise InvalidArgument(
+                field, f"uses unknown {', '.join(sorted(unknown))}; known are {', '.join(sorted(VARIABLES))}"
+            )
+
+
+def render(subject: str, body: str, variables: dict) -> tuple[str, str, str]:
+    """(subject, plain text, HTML with every value escaped) of a message."""
+    text = _text.from_string(body).render(variables)
+    escaped = _html.from_string(body).render(variables)
+    html = "<p>" + escaped.replace("\n\n", "</p><p>").replace("\n", "<br>") + "</p>"
+    return _text.from_string(subject).render(variables), text, html

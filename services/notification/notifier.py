@@ -1,0 +1,539 @@
+"""From events to messages, in two steps that never send inside a consumer's transaction.
+
+1. Event handlers (in the inbox transaction): keep the recipients projection and the reminder
+   schedule, and write a *notice* per person to tell (unique per event and person).
+2. The dispatcher (a background loop): fans notices out into *deliveries* once the person's
+   contact details are known, turns due reminders into notices, and sends due deliveries —
+   claimed with a lease, sent with an idempotency key derived from the delivery, retried with
+   backoff, FAILED after `max_attempts` (NotificationFailed, and the source event to the DLQ).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from confluent_kafka import Producer
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clinic.appointments.v1 import events_pb2 as appointments
+from clinic.insurance.v1 import events_pb2 as insurance
+from clinic.insurance.v1 import resources_pb2 as insurance_resources
+from clinic.medical_records.v1 import events_pb2 as records
+from clinic.notification.v1 import events_pb2, resources_pb2
+from clinic.payment.v1 import events_pb2 as payment
+from clinic.payment.v1 import resources_pb2 as payment_resources
+from clinic.user_management.v1 import events_pb2 as users
+from clinic.user_management.v1 import resources_pb2 as user_resources
+from clinic_platform import events
+from clinic_platform.convert import enum_name, enum_value, timestamp
+from clinic_platform.db import Database
+from clinic_platform.events import EventEnvelope
+from clinic_platform.kafka import DELIVERY_TIMEOUT_MS, producer_config
+from clinic_platform.money import from_proto
+from clinic_platform.outbox import Outbox
+from notification import domain, store
+from notification.channels import PermanentFailure, TemporaryFailure
+
+log = logging.getLogger(__name__)
+
+APPOINTMENT_MESSAGES = {
+    appointments.AppointmentBooked: "APPOINTMENT_BOOKED",
+    appointments.AppointmentRescheduled: "APPOINTMENT_RESCHEDULED",
+    appointments.AppointmentCancelled: "APPOINTMENT_CANCELLED",
+    appointments.AppointmentCompleted: "APPOINTMENT_COMPLETED",
+}  # a no-show tells nobody; it only cancels the reminder
+INVOICE_MESSAGES = {
+    payment_resources.INVOICE_STATUS_DUE: "INVOICE_DUE",
+    payment_resources.INVOICE_STATUS_PAID: "INVOICE_PAID",
+}
+
+
+@dataclass(frozen=True)
+class NotifierSettings:
+    clinic_name: str
+    zone: str
+    reminder_lead: timedelta
+    max_attempts: int = 8
+    retry_base_seconds: float = 2.0
+    lease_seconds: float = 30.0
+    poll_seconds: float = 0.5
+    batch_size: int = 50
+    concurrency: int = 16
+
+
+def _preferences(prefs: user_resources.NotificationPreferences) -> dict:
+    kind, channel = user_resources.MessageKind, user_resources.Channel
+    return {
+        "messages": {
+            enum_name(kind, m.kind): [enum_name(channel, c) for c in m.channels] for m in prefs.messages
+        },
+        "opted_out_channels": [enum_name(channel, c) for c in prefs.opted_out_channels],
+    }
+
+
+class Notifier:
+    def __init__(
+        self,
+        db: Database,
+        outbox: Outbox,
+        channels: dict,
+        settings: NotifierSettings,
+        *,
+        bootstrap: str,
+        one_record_per_batch: bool = True,
+    ) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.channels = channels
+        self.settings = settings
+        self.zone = ZoneInfo(settings.zone)
+        self._wake = asyncio.Event()
+        self._dlq = Producer(
+            producer_config(bootstrap, "notification-dlq", one_record_per_batch=one_record_per_batch)
+        )
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- 1. event handlers ---------------------------------------------------------------------------
+    async def on_user_changed(self, session: AsyncSession, event, envelope: EventEnvelope) -> None:
+        """Keep the person's contact details and channel choices (newest version wins)."""
+        deactivated = (
+            isinstance(event, users.UserUpdated) and event.status == user_resources.USER_STATUS_DEACTIVATED
+        )
+        values = {
+            "id": uuid.UUID(event.user_id),
+            "email": event.email,
+            "phone_number": event.phone_number,
+            "display_name": event.display_name or f"{event.given_name} {event.family_name}".strip(),
+            "role": enum_name(user_resources.Role, event.role),
+            "preferences": _preferences(event.notification_preferences),
+            "active": not deactivated,
+            "user_version": event.version,
+        }
+        statement = insert(store.recipients).values(**values)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["id"],
+                set_={k: statement.excluded[k] for k in values if k != "id"},
+                where=store.recipients.c.user_version < statement.excluded.user_version,
+            )
+        )
+        self.wake()  # notices may have been waiting for this person
+
+    async def on_user_deactivated(self, session: AsyncSession, event, envelope: EventEnvelope) -> None:
+        recipients = store.recipients.c
+        await session.execute(
+            update(store.recipients)
+            .where(recipients.id == uuid.UUID(event.user_id), recipients.user_version < event.version)
+            .values(active=False, user_version=event.version)
+        )
+
+    async def on_appointment(self, session: AsyncSession, event, envelope: EventEnvelope) -> None:
+        variables = {
+            "start_time": event.start_time.ToJsonString(),
+            "doctor_id": event.doctor_id,
+            "visit_type": event.visit_type,
+        }
+        if isinstance(event, appointments.AppointmentRescheduled):
+            variables["previous_start_time"] = event.previous_start_time.ToJsonString()
+        if not await self._schedule_reminder(session, event):
+            return  # older than what we know of the appointment: telling it now would mislead
+        message = APPOINTMENT_MESSAGES.get(type(event))
+        if message is not None:
+            await self.notice(session, envelope, event, event.patient_id, message, variables=variables)
+
+    async def _schedule_reminder(self, session: AsyncSession, event) -> bool:
+        """One reminder per confirmed appointment time: booking or moving schedules it, every
+        other change cancels what is scheduled. False for an event older than the newest applied."""
+        appointment_id = uuid.UUID(event.appointment_id)
+        reminders = store.reminders.c
+        newest = await session.scalar(
+            select(reminders.appointment_version)
+            .where(reminders.appointment_id == appointment_id)
+            .order_by(reminders.appointment_version.desc())
+            .limit(1)
+            .with_for_update()
+        )
+        if newest is not None and event.version <= newest:
+            return False
+        now = datetime.now(UTC)
+        await session.execute(
+            update(store.reminders)
+            .where(reminders.appointment_id == appointment_id, reminders.status == "SCHEDULED")
+            .values(status="CANCELLED", update_time=now)
+        )
+        start = event.start_time.ToDatetime(tzinfo=UTC)
+        confirmed = isinstance(event, appointments.AppointmentBooked | appointments.AppointmentRescheduled)
+        await session.execute(
+            insert(store.reminders).values(
+                id=uuid.uuid4(),
+                appointment_id=appointment_id,
+                patient_id=uuid.UUID(event.patient_id),
+                doctor_id=uuid.UUID(event.doctor_id),
+                visit_type=event.visit_type,
+                appointment_start_time=start,
+                send_time=start - self.settings.reminder_lead,
+                # A cancelled or finished appointment leaves a row only to remember its version.
+                status="SCHEDULED" if confirmed and start > now else "CANCELLED",
+                appointment_version=event.version,
+            )
+        )
+        self.wake()
+        return True
+
+    async def on_invoice_status_changed(self, session: AsyncSession, event, envelope: EventEnvelope) -> None:
+        message = INVOICE_MESSAGES.get(event.new_status)
+        if message:
+            amount = str(from_proto(event.amount_due, "amount_due", allow_negative=True))
+            await self.notice(
+                session, envelope, event, event.patient_id, message, variables={"amount": amount}
+            )
+
+    async def on_refund_issued(self, session: AsyncSession, event, envelope: EventEnvelope) -> None:
+        amount = str(from_proto(event.amount, "amount"))
+        await self.notice(
+            session, envelope, event, event.patient_id, "REFUND_ISSUED", variables={"amount": amount}
+        )
+
+    async def on_claim_adjudicated(self, session: AsyncSession, event, envelope: EventEnvelope) -> None:
+        decision = enum_name(insurance_resources.ClaimStatus, event.status).replace("_", " ").lower()
+        variables = {"decision": decision}
+        await self.notice(
+            session, envelope, event, event.patient_id, "CLAIM_ADJUDICATED", variables=variables
+        )
+
+    async def on_record_access(self, session: AsyncSession, event, envelope: EventEnvelope) -> None:
+        if isinstance(event, records.EmergencyAccessUsed):
+            variables = {"requester_id": event.doctor_id, "start_time": event.access_time.ToJsonString()}
+            message = "EMERGENCY_ACCESS_USED"
+        else:
+            variables, message = {"requester_id": event.requester_id}, "RECORD_ACCESS_REQUESTED"
+        await self.notice(session, envelope, event, event.patient_id, message, variables=variables)
+
+    async def notice(
+        self,
+        session: AsyncSession,
+        envelope: EventEnvelope | None,
+        event,
+        recipient_id: str,
+        event_type: str,
+        *,
+        variables: dict,
+        source_id: uuid.UUID | None = None,
+    ) -> None:
+        """Note that `recipient_id` must hear about this event (once: a repeat changes nothing).
+        The source event is kept with it, to hand it to the DLQ if its messages fail for good."""
+        source = source_id or uuid.UUID(envelope.id)
+        created = await session.execute(
+            insert(store.notices)
+            .values(
+                id=uuid.uuid4(),
+                source_event_id=source,
+                recipient_id=uuid.UUID(recipient_id),
+                event_type=event_type,
+                variables=variables,
+                status="NEW",
+            )
+            .on_conflict_do_nothing()
+            .returning(store.notices.c.id)
+        )
+        if created.first() is not None and envelope is not None:
+            await session.execute(
+                insert(store.source_events)
+                .values(
+                    event_id=source,
+                    topic=envelope.topic,
+                    event_type=envelope.type,
+                    aggregate_key=envelope.key or "",
+                    payload=event.SerializeToString(),
+                    event_time=envelope.time,
+                )
+                .on_conflict_do_nothing()
+            )
+        self.wake()
+
+    # -- 2. the dispatcher ---------------------------------------------------------------------------
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                busy = await self.expand_notices() + await self.issue_reminders() + await self.send_due()
+            except Exception as exc:  # the database may be down: nothing is lost, try again
+                log.warning("notification dispatcher round failed", extra={"error": repr(exc)})
+                busy = 0
+            if not busy:
+                waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())]
+                await asyncio.wait(
+                    waiters, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+                for waiter in waiters:
+                    waiter.cancel()
+                self._wake.clear()
+        await asyncio.to_thread(self._dlq.flush, DELIVERY_TIMEOUT_MS / 1000)
+
+    async def expand_notices(self) -> int:
+        """Notices whose recipient is known become one delivery per chosen channel."""
+        now = datetime.now(UTC)
+        notices = store.notices.c
+        async with self.db.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(store.notices, store.recipients)
+                    .join(store.recipients, store.recipients.c.id == notices.recipient_id)
+                    .where(notices.status == "NEW")
+                    .order_by(notices.create_time)
+                    .limit(self.settings.batch_size)
+                    .with_for_update(of=store.notices, skip_locked=True)
+                )
+            ).all()
+            templates = await self._templates(session) if rows else {}
+            for row in rows:
+                await self._expand(session, row, templates, now)
+            # A notice whose person never became known (deleted, or an event for nobody) stops waiting.
+            await session.execute(
+                update(store.notices)
+                .where(notices.status == "NEW", notices.create_time < now - timedelta(hours=24))
+                .values(status="ABANDONED")
+            )
+        return len(rows)
+
+    async def _templates(self, session: AsyncSession) -> dict[tuple[str, str], tuple[str, str]]:
+        rows = (await session.execute(select(store.templates))).all()
+        return {(r.event_type, r.channel): (r.subject, r.body) for r in rows}
+
+    async def _expand(self, session: AsyncSession, row, templates: dict, now: datetime) -> None:
+        if row.active:
+            variables = await self._variables(session, row)
+            channels = domain.channels_for(row.event_type, row.preferences, has_phone=bool(row.phone_number))
+            for channel in channels:
+                default = domain.default_template(row.event_type, channel)
+                try:
+                    subject, plain, html = domain.render(
+                        *templates.get((row.event_type, channel), default), variables
+                    )
+                except Exception:  # an edited template that cannot render must not hold up every message
+                    log.exception(
+                        "template failed; the default is used", extra={"event_type": row.event_type}
+                    )
+                    subject, plain, html = domain.render(*default, variables)
+                address = {"EMAIL": row.email, "SMS": row.phone_number, "PUSH": str(row.recipient_id)}
+                await session.execute(
+                    insert(store.deliveries)
+                    .values(
+                        id=uuid.uuid4(),
+                        notice_id=row.id,
+                        source_event_id=row.source_event_id,
+                        recipient_id=row.recipient_id,
+                        channel=channel,
+                        event_type=row.event_type,
+                        address=address[channel],
+                        subject=subject or self.settings.clinic_name,
+                        body=plain,
+                        html=html if channel == domain.EMAIL else "",
+                        status="PENDING",
+                        next_attempt_time=now,
+                    )
+                    .on_conflict_do_nothing()
+                )
+        await session.execute(
+            update(store.notices).where(store.notices.c.id == row.id).values(status="EXPANDED")
+        )
+
+    async def _variables(self, session: AsyncSession, row) -> dict:
+        """What templates may use: clinic, name, when / previous_when (clinic time), doctor,
+        requester, amount, decision."""
+        given = dict(row.variables)
+        values = {
+            "clinic": self.settings.clinic_name,
+            "name": row.display_name,
+            "amount": given.get("amount", ""),
+            "decision": given.get("decision", ""),
+            "doctor": "your doctor",
+            "requester": "A clinician",
+            "when": "",
+            "previous_when": "",
+        }
+        for field, name in (("start_time", "when"), ("previous_start_time", "previous_when")):
+            if given.get(field):
+                moment = datetime.fromisoformat(given[field].replace("Z", "+00:00"))
+                values[name] = domain.local_time(moment, self.zone)
+        for field, name in (("doctor_id", "doctor"), ("requester_id", "requester")):
+            if given.get(field):
+                known = await session.scalar(
+                    select(store.recipients.c.display_name).where(
+                        store.recipients.c.id == uuid.UUID(given[field])
+                    )
+                )
+                values[name] = known or values[name]
+        return values
+
+    async def issue_reminders(self) -> int:
+        """Due reminders of appointments still ahead become notices (once: the reminder's id is
+        the notice's source)."""
+        now = datetime.now(UTC)
+        reminders = store.reminders.c
+        async with self.db.transaction() as session:
+            due = (
+                await session.execute(
+                    select(store.reminders)
+                    .where(reminders.status == "SCHEDULED", reminders.send_time <= now)
+                    .limit(self.settings.batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for reminder in due:
+                ahead = reminder.appointment_start_time > now  # never remind of one already begun
+                if ahead:
+                    variables = {
+                        "start_time": reminder.appointment_start_time.isoformat(),
+                        "doctor_id": str(reminder.doctor_id),
+                        "visit_type": reminder.visit_type,
+                    }
+                    await self.notice(
+                        session,
+                        None,
+                        None,
+                        str(reminder.patient_id),
+                        "APPOINTMENT_REMINDER",
+                        variables=variables,
+                        source_id=reminder.id,
+                    )
+                await session.execute(
+                    update(store.reminders)
+                    .where(reminders.id == reminder.id)
+                    .values(status="SENT" if ahead else "CANCELLED", update_time=now)
+                )
+        return len(due)
+
+    async def send_due(self) -> int:
+        """Claim due deliveries (a lease: a crashed sender's claim runs out), send, record."""
+        now = datetime.now(UTC)
+        lease = now + timedelta(seconds=self.settings.lease_seconds)
+        async with self.db.transaction() as session:
+            claimed = (
+                await session.execute(
+                    text(
+                        "UPDATE deliveries SET next_attempt_time = :lease, attempts = attempts + 1,"
+                        " update_time = :now WHERE id IN (SELECT id FROM deliveries"
+                        " WHERE status = 'PENDING' AND next_attempt_time <= :now"
+                        " ORDER BY next_attempt_time LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING *"
+                    ),
+                    {"lease": lease, "now": now, "n": self.settings.batch_size},
+                )
+            ).all()
+        if not claimed:
+            return 0
+        gate = asyncio.Semaphore(self.settings.concurrency)
+
+        async def send(delivery) -> None:
+            async with gate:
+                try:
+                    await self.channels[delivery.channel].send(delivery)
+                except TemporaryFailure as exc:
+                    await self._failed(delivery, str(exc), permanent=False)
+                except PermanentFailure as exc:
+                    await self._failed(delivery, str(exc), permanent=True)
+                else:
+                    await self._sent(delivery)
+
+        await asyncio.gather(*(send(d) for d in claimed))
+        return len(claimed)
+
+    def _event_fields(self, delivery) -> dict:
+        return {
+            "notification_id": str(delivery.id),
+            "recipient_id": str(delivery.recipient_id),
+            "channel": enum_value(resources_pb2.Channel, delivery.channel),
+            "event_type": enum_value(resources_pb2.EventType, delivery.event_type),
+            "source_event_id": str(delivery.source_event_id),
+            "attempts": delivery.attempts,
+        }
+
+    async def _sent(self, delivery) -> None:
+        now = datetime.now(UTC)
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(store.deliveries)
+                .where(store.deliveries.c.id == delivery.id)
+                .values(status="SENT", send_time=now, update_time=now, failure_reason="")
+            )
+            event = events_pb2.NotificationSent(**self._event_fields(delivery), send_time=timestamp(now))
+            await self.outbox.add(session, event, aggregate_id=str(delivery.recipient_id))
+
+    async def _failed(self, delivery, reason: str, *, permanent: bool) -> None:
+        now = datetime.now(UTC)
+        final = permanent or delivery.attempts >= self.settings.max_attempts
+        values = {"failure_reason": reason[:500], "update_time": now}
+        if final:
+            values["status"] = "FAILED"
+        else:
+            delay = domain.retry_delay(delivery.attempts, self.settings.retry_base_seconds)
+            values["next_attempt_time"] = now + delay
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(store.deliveries).where(store.deliveries.c.id == delivery.id).values(**values)
+            )
+            if final:
+                event = events_pb2.NotificationFailed(
+                    **self._event_fields(delivery), failure_reason=reason[:500], fail_time=timestamp(now)
+                )
+                await self.outbox.add(session, event, aggregate_id=str(delivery.recipient_id))
+        if final:
+            log.error("notification failed for good", extra={"delivery": str(delivery.id), "reason": reason})
+            await self._dead_letter(delivery, reason)
+        else:
+            log.warning(
+                "notification not sent yet, will retry",
+                extra={"delivery": str(delivery.id), "reason": reason},
+            )
+
+    async def _dead_letter(self, delivery, reason: str) -> None:
+        """The source event of a delivery that failed for good goes to its topic's DLQ."""
+        async with self.db.engine.connect() as conn:
+            source = (
+                await conn.execute(
+                    select(store.source_events).where(
+                        store.source_events.c.event_id == delivery.source_event_id
+                    )
+                )
+            ).first()
+        if source is None:  # a reminder: no event of anyone else's to hand back
+            return
+        headers, key, value = events.encode(
+            event_id=str(source.event_id),
+            event_type=source.event_type,
+            source=events.source_for(source.topic.split(".")[1]),
+            time=source.event_time or datetime.now(UTC),
+            key=source.aggregate_key,
+            payload=source.payload,
+        )
+        headers += [
+            ("dlq_error", f"delivery {delivery.id} by {delivery.channel} failed: {reason}".encode()[:4000]),
+            ("dlq_consumer", b"notification"),
+            ("dlq_attempts", str(delivery.attempts).encode()),
+            ("dlq_original_topic", source.topic.encode()),
+        ]
+        self._dlq.produce(events.dlq_for(source.topic), value, key, headers=headers)
+        await asyncio.to_thread(self._dlq.flush, DELIVERY_TIMEOUT_MS / 1000)
+
+
+def handlers(notifier: Notifier) -> dict:
+    """Consumer handlers: every event a person should hear about, plus the projections."""
+    return {
+        users.UserRegistered: notifier.on_user_changed,
+        users.UserUpdated: notifier.on_user_changed,
+        users.UserDeactivated: notifier.on_user_deactivated,
+        **dict.fromkeys([*APPOINTMENT_MESSAGES, appointments.AppointmentNoShow], notifier.on_appointment),
+        payment.InvoiceStatusChanged: notifier.on_invoice_status_changed,
+        payment.RefundIssued: notifier.on_refund_issued,
+        insurance.ClaimAdjudicated: notifier.on_claim_adjudicated,
+        records.RecordAccessRequested: notifier.on_record_access,
+        records.EmergencyAccessUsed: notifier.on_record_access,
+    }
