@@ -15,7 +15,7 @@ from clinic.payment.v1 import resources_pb2
 from clinic_platform import auth
 from clinic_platform.auth import Role
 from clinic_platform.convert import enum_name, enum_value, mask_paths, parse_enum, parse_uuid, timestamp
-from clinic_platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from clinic_platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from clinic_platform.money import Amount, from_proto
 from clinic_platform.pagination import newest_first, newest_first_key, page_request
 from payment import domain, store
@@ -265,11 +265,12 @@ class PaymentApi(rpc.PaymentServiceServicer):
         amount = from_proto(wanted.amount, "payment.amount", allow_zero=False)
         fingerprint = _fingerprint(invoice_id, amount, method, wanted.provider_token)
         async with self.db.transaction() as session:
+            # The invoice's lock orders its payments, so two tries of one request cannot both start.
+            invoice = await self._invoice(invoice_id, session=session, lock=True)
             existing = (
                 await session.execute(select(store.payments).where(store.payments.c.request_id == request_id))
             ).first()
             if existing is None:
-                invoice = await self._invoice(invoice_id, session=session, lock=True)
                 if me.role is not Role.ADMIN and me.role is not Role.RECEPTIONIST:
                     domain.may_read(me, str(invoice.patient_id), "invoice", str(invoice_id))
                 total, insurance, paid = amounts(invoice)
@@ -282,7 +283,7 @@ class PaymentApi(rpc.PaymentServiceServicer):
                 domain.check_payable(invoice.status, amount, available)
                 existing = (
                     await session.execute(
-                        insert(store.payments)
+                        upsert(store.payments)
                         .values(
                             id=uuid.uuid4(),
                             invoice_id=invoice_id,
@@ -295,9 +296,12 @@ class PaymentApi(rpc.PaymentServiceServicer):
                             request_id=request_id,
                             request_fingerprint=fingerprint,
                         )
+                        .on_conflict_do_nothing(index_elements=["request_id"])
                         .returning(store.payments)
                     )
-                ).one()
+                ).first()
+                if existing is None:  # the same request_id for another invoice, at this very moment
+                    raise Aborted("request_id is being used by another payment right now; retry")
             elif existing.request_fingerprint != fingerprint:
                 raise InvalidArgument("request_id", "was already used for a different payment")
         if me.role is Role.PATIENT and str(existing.patient_id) != me.user_id:

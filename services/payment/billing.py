@@ -68,8 +68,9 @@ class Billing:
         appointment_id = uuid.UUID(event.appointment_id)
         row = await self._invoice_of(session, appointment_id)
         if row is None:
-            await self._create_invoice(session, event, state)
-            return
+            if await self._create_invoice(session, event, state):
+                return
+            row = await self._invoice_of(session, appointment_id)  # another consumer created it just now
         if event.version <= row.appointment_version:
             return
         await self.refresh(session, row, appointment_state=state, appointment_version=event.version)
@@ -80,7 +81,7 @@ class Billing:
         )
         return (await session.execute(query)).first()
 
-    async def _create_invoice(self, session: AsyncSession, event, state: str) -> None:
+    async def _create_invoice(self, session: AsyncSession, event, state: str) -> bool:
         fee = (
             await session.execute(select(store.fees).where(store.fees.c.visit_type == event.visit_type))
         ).first()
@@ -119,7 +120,7 @@ class Billing:
             )
         ).first()
         if created is None:
-            return
+            return False
         await self.outbox.add(
             session,
             events_pb2.InvoiceCreated(
@@ -133,6 +134,7 @@ class Billing:
             ),
             aggregate_id=str(invoice_id),
         )
+        return True
 
     async def refresh(self, session: AsyncSession, row, **changes):
         """Apply `changes` to an invoice (locked by the caller), recompute its status, publish

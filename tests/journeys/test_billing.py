@@ -4,6 +4,7 @@ the provider simulator (declines, timeouts, retries), refunds, and who may do wh
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -194,6 +195,30 @@ def test_a_provider_that_times_out_or_fails_charges_once_when_the_payment_is_ret
         )
         == 1
     )
+    paid = edge.http.get(f"/v1/billing/invoices/{invoice['id']}", headers=patient.auth).json()["invoice"]
+    assert (paid["status"], paid["paidAmount"]["units"]) == ("INVOICE_STATUS_PAID", "60")
+
+
+def test_two_tries_of_one_payment_at_the_same_moment_get_the_same_payment_and_one_charge(clinic, mesh):
+    edge, _, doctor = clinic
+    patient = edge.register_patient()
+    invoice = invoice_of(edge, patient, booked(edge, patient, doctor))
+    token, request_id = provider_token(mesh), str(uuid.uuid4())
+    provider(mesh, "/_faults", {"mode": "slow", "times": 1, "delay": 0.5})  # keep the first one in flight
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        tries = list(
+            pool.map(
+                lambda _: pay(Edge(mesh), patient, invoice["id"], money(60), token, request_id=request_id),
+                range(2),
+            )
+        )
+    assert [t.status_code for t in tries] == [200, 200], [t.text for t in tries]
+    assert len({t.json()["payment"]["id"] for t in tries}) == 1
+    reference = (
+        tries[0].json()["payment"]["providerReference"] or tries[1].json()["payment"]["providerReference"]
+    )
+    assert len([c for c in provider(mesh, "/_ledger")["charges"] if c["id"] == reference]) == 1
     paid = edge.http.get(f"/v1/billing/invoices/{invoice['id']}", headers=patient.auth).json()["invoice"]
     assert (paid["status"], paid["paidAmount"]["units"]) == ("INVOICE_STATUS_PAID", "60")
 
