@@ -315,7 +315,7 @@ class UserManagementApi(rpc.UserManagementServiceServicer):
     async def DeactivateUser(self, request, context):
         user_id = parse_uuid(request.user_id, "user_id")
         domain.may_view(auth.caller(), str(user_id))  # others learn nothing about the account
-        auth.require_role(Role.ADMIN)
+        domain.may_deactivate(auth.require_role(Role.ADMIN), str(user_id))
         async with self.db.transaction() as session:
             row = await store.user_by_id(session, user_id, for_update=True)
             if row is None:

@@ -170,12 +170,14 @@ def may_create(caller: Caller, role: Role) -> None:
 
 def may_update(caller: Caller, user_id: str, target_role: Role, paths: set[str]) -> None:
     """Raise unless the caller may change these fields of that user."""
+    is_self = caller.user_id == user_id
+    privileged = paths & {"role", "status"}
+    if is_self and privileged:  # not even an admin: another admin must do it
+        raise PermissionDenied(f"no one may change their own {', '.join(sorted(privileged))}")
     if caller.role is Role.ADMIN:
         return
-    is_self = caller.user_id == user_id
     if not is_self and caller.role not in STAFF:
         raise NotFound(f"user {user_id} not found")
-    privileged = paths & {"role", "status"}
     if privileged:
         raise PermissionDenied(f"only an admin may change {', '.join(sorted(privileged))}")
     if is_self:
@@ -191,6 +193,11 @@ def may_update(caller: Caller, user_id: str, target_role: Role, paths: set[str])
 def may_manage_preferences(caller: Caller, user_id: str) -> None:
     if caller.user_id != user_id and caller.role is not Role.ADMIN:
         raise NotFound(f"user {user_id} not found")
+
+
+def may_deactivate(caller: Caller, user_id: str) -> None:
+    if caller.user_id == user_id:
+        raise PermissionDenied("no one may deactivate their own account; another admin can")
 
 
 def keep_an_admin(active_admins_after: int) -> None:

@@ -322,3 +322,48 @@ def test_account_changes_are_published_as_events_without_secrets(edge, mesh):
     for record in mine:
         assert PASSWORD.encode() not in record.value
         assert b"$argon2" not in record.value and b"eyJ" not in record.value  # no hash, no token
+
+
+def test_staff_list_users_by_role_page_by_page_and_patients_may_not(edge):
+    admin = edge.admin()
+    family = f"Pager{uuid.uuid4().hex[:8]}"
+    nurses = {edge.create_staff(admin, "NURSE", familyName=family).user_id for _ in range(3)}
+    edge.create_staff(admin, "DOCTOR", familyName=family, specialty="Testing")
+
+    seen, token, pages, tokens = [], "", 0, []
+    while True:
+        params = {"role": "NURSE", "query": family, "page_size": 2, "page_token": token}
+        reply = edge.http.get("/v1/users", params=params, headers=admin.auth)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        seen += body.get("users", [])
+        pages += 1
+        token = body.get("nextPageToken", "")
+        if not token:
+            break
+        tokens.append(token)
+    assert pages == 2
+    assert {u["id"] for u in seen} == nurses and {u["role"] for u in seen} == {"ROLE_NURSE"}
+
+    other_filter = edge.http.get(
+        "/v1/users",
+        params={"role": "DOCTOR", "query": family, "page_token": tokens[0]},
+        headers=admin.auth,
+    )
+    assert other_filter.status_code == 400 and "page_token" in other_filter.json()["message"]
+    patient = edge.register_patient()
+    assert edge.http.get("/v1/users", headers=patient.auth).status_code == 403
+
+
+def test_an_admin_cannot_change_their_own_role_or_status(edge):
+    admin = edge.admin()
+    me = edge.http.get("/v1/users/me", headers=admin.auth).json()["user"]
+    reply = edge.http.patch(
+        f"/v1/users/{me['id']}",
+        params={"update_mask": "role"},
+        json={"role": "ROLE_PATIENT"},
+        headers=admin.auth,
+    )
+    assert reply.status_code == 403 and "their own role" in reply.json()["message"]
+    assert edge.http.post(f"/v1/users/{me['id']}:deactivate", json={}, headers=admin.auth).status_code == 403
+    assert edge.http.get("/v1/users/me", headers=admin.auth).json()["user"]["role"] == "ROLE_ADMIN"

@@ -57,6 +57,9 @@ def test_a_patient_needs_a_birth_date_and_only_doctors_have_a_specialty():
         (person(Role.RECEPTIONIST), "other", Role.PATIENT, {"given_name"}, PermissionDenied),
         (person(Role.RECEPTIONIST), "other", Role.DOCTOR, {"phone_number"}, PermissionDenied),
         (person(Role.ADMIN), "other", Role.DOCTOR, {"role", "status", "specialty"}, None),
+        (person(Role.ADMIN), "me", Role.ADMIN, {"role"}, PermissionDenied),
+        (person(Role.ADMIN), "me", Role.ADMIN, {"status"}, PermissionDenied),
+        (person(Role.ADMIN), "me", Role.ADMIN, {"display_name"}, None),
     ],
 )
 def test_who_may_change_which_fields(caller, target_id, target_role, paths, outcome):
@@ -92,3 +95,9 @@ def test_notification_preferences_default_to_email_and_sms_when_there_is_a_phone
     assert opted.channels_for("APPOINTMENT_REMINDER", has_phone=True) == ["EMAIL"]  # SMS opted out
     with pytest.raises(InvalidArgument, match="listed twice"):
         domain.check_preferences([("BILLING", ["EMAIL"]), ("BILLING", ["SMS"])], [])
+
+
+def test_no_one_deactivates_their_own_account():
+    with pytest.raises(PermissionDenied, match="their own account"):
+        domain.may_deactivate(person(Role.ADMIN), "me")
+    domain.may_deactivate(person(Role.ADMIN), "other")
