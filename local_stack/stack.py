@@ -26,11 +26,13 @@ from clinic_platform.settings import LOCAL_KAFKA_PORT, LOCAL_POSTGRES_PORT, LOCA
 from gateway import envoy_config
 from local_stack.components import Broker, Envoy, Mailbox, Redis, ServiceProcess, Simulator
 from local_stack.postgres import Postgres
+from local_stack.processes import StartupError
 from local_stack.provision import database_url, provision_databases
 from local_stack.secrets import SecretFile, random_key, random_password
 from local_stack.tls import ensure_certificate
 
 SERVICES = list(SERVICE_PORTS)
+LOG_OF_STEP = {"databases": "postgres", "topics": "broker"}  # steps that are not processes of their own
 PUBLISHERS = [s for s in SERVICES if s != "reporting"]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -296,7 +298,14 @@ class Stack:
     # -- helpers --------------------------------------------------------------------------------
     def _step(self, part: str, action: Callable[[], object], done: Callable[[object], str] | None = None):
         started = time.monotonic()
-        result = action()
+        try:
+            result = action()
+        except StartupError:
+            raise
+        except Exception as exc:  # whatever went wrong, say which part and where to look
+            log = self.state_dir / "log" / f"{LOG_OF_STEP.get(part, part)}.log"
+            where = f"; its log: {log}" if log.exists() else ""
+            raise StartupError(f"{part} failed: {type(exc).__name__}: {exc}{where}") from exc
         if done is not None:
             self.report(part, f"{done(result)}  [{time.monotonic() - started:.1f}s]")
         return result

@@ -8,6 +8,7 @@ import os
 import re
 
 import asyncpg
+import httpx
 import pytest
 import redis
 
@@ -17,17 +18,19 @@ from local_stack.stack import Ports, Stack, free_port
 
 
 def test_data_survives_a_stop_and_a_start_and_stopping_leaves_no_process(tmp_path):
+    """The whole mesh up, then down: no process of it is left; its data is there on the next start."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("POSTGRES_ADMIN_URL", "REDIS_URL", "KAFKA_BOOTSTRAP")
     }
     stack = Stack(tmp_path / "state", Ports.free(), env=env)
     try:
-        stack.start_infrastructure()
+        stack.up()  # what ./mesh up does: infrastructure, the seven services, Envoy
+        assert httpx.get(f"{stack.edge_url}/healthz", timeout=5).status_code == 200
         url = stack.database_urls["payment"].replace("+asyncpg", "")
         asyncio.run(_execute(url, "CREATE TABLE kept (note text)", "INSERT INTO kept VALUES ('still here')"))
         redis.Redis.from_url(stack.redis_url).set("kept", "still here")
         running = {part: pid for part, pid in stack.status().items() if pid}
-        assert set(running) == {
+        infrastructure = {
             "postgres",
             "redis",
             "broker",
@@ -35,6 +38,7 @@ def test_data_survives_a_stop_and_a_start_and_stopping_leaves_no_process(tmp_pat
             "mailbox",
             "messaging-simulator",
         }
+        assert set(running) == infrastructure | set(stack.ports.services) | {"envoy"}
         pids = list(running.values())
 
         stack.down()
@@ -74,3 +78,13 @@ async def _fetch(url: str, query: str):
         return await conn.fetchval(query)
     finally:
         await conn.close()
+
+
+def test_a_step_that_fails_outside_a_process_is_named_too(tmp_path):
+    stack = Stack(tmp_path / "state", Ports.free(), env={})
+
+    def unreachable():
+        raise ConnectionRefusedError("connection refused")
+
+    with pytest.raises(StartupError, match=r"^topics failed: ConnectionRefusedError: connection refused"):
+        stack._step("topics", unreachable)
