@@ -237,7 +237,7 @@ def may_cancel_or_move(
     caller: Caller, patient_id: str, doctor_id: str, appointment_id: str, *, move: bool
 ) -> None:
     may_see(caller, patient_id, doctor_id, appointment_id)
-    if caller.role in (Role.RECEPTIONIST, Role.ADMIN) or caller.user_id == patient_id:
+    if caller.role in (Role.NURSE, Role.RECEPTIONIST, Role.ADMIN) or caller.user_id == patient_id:
         return
     if caller.user_id == doctor_id and not move:
         return

@@ -40,6 +40,21 @@ def events_of(stack, appointment_id: str, count: int):
     return until(mine, within=15, what=f"{count} events of appointment {appointment_id}")
 
 
+def cloudevent(record, event_class, appointment_id: str):
+    """The event of a record after checking its CloudEvents binary-mode headers and key."""
+    headers = record.headers
+    assert headers["ce_type"] == event_class.DESCRIPTOR.full_name.encode()
+    assert headers["ce_source"] == b"/clinic/appointments"
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["content-type"] == b"application/protobuf"
+    assert uuid.UUID(headers["ce_id"].decode())
+    assert datetime.fromisoformat(headers["ce_time"].decode().replace("Z", "+00:00"))
+    assert record.key == appointment_id.encode()
+    event = event_class.FromString(record.value)
+    assert event.appointment_id == appointment_id
+    return event
+
+
 def test_journey_1_a_patient_finds_a_free_slot_and_books_it(clinic, mesh):
     edge, _, doctor = clinic
     patient = edge.register_patient()
@@ -72,11 +87,7 @@ def test_journey_1_a_patient_finds_a_free_slot_and_books_it(clinic, mesh):
     assert [a["id"] for a in mine] == [appointment["id"]]
 
     (record,) = events_of(mesh, appointment["id"], 1)
-    assert record.headers["ce_type"] == b"clinic.appointments.v1.AppointmentBooked"
-    assert record.headers["ce_source"] == b"/clinic/appointments"
-    assert record.headers["ce_specversion"] == b"1.0"
-    assert record.headers["content-type"] == b"application/protobuf"
-    event = events_pb2.AppointmentBooked.FromString(record.value)
+    event = cloudevent(record, events_pb2.AppointmentBooked, appointment["id"])
     assert (event.appointment_id, event.patient_id, event.doctor_id) == (
         appointment["id"],
         patient.user_id,
@@ -133,8 +144,7 @@ def test_journey_2_the_doctor_sees_todays_appointments_and_completes_one(clinic,
     assert "is COMPLETED" in again.json()["message"]
 
     _, completed = events_of(mesh, appointment["id"], 2)
-    assert completed.headers["ce_type"] == b"clinic.appointments.v1.AppointmentCompleted"
-    assert events_pb2.AppointmentCompleted.FromString(completed.value).version == 2
+    assert cloudevent(completed, events_pb2.AppointmentCompleted, appointment["id"]).version == 2
 
 
 def test_journey_4_a_patient_cancels_and_the_slot_is_free_again(clinic, mesh):
@@ -156,8 +166,7 @@ def test_journey_4_a_patient_cancels_and_the_slot_is_free_again(clinic, mesh):
     assert book(edge, other, doctor.user_id, start).status_code == 200  # the slot is free again
 
     _, record = events_of(mesh, appointment["id"], 2)
-    assert record.headers["ce_type"] == b"clinic.appointments.v1.AppointmentCancelled"
-    event = events_pb2.AppointmentCancelled.FromString(record.value)
+    event = cloudevent(record, events_pb2.AppointmentCancelled, appointment["id"])
     assert (event.cancelled_by, event.reason, event.version) == (patient.user_id, "feeling better", 2)
 
 
@@ -181,7 +190,7 @@ def test_a_receptionist_books_for_a_known_patient_and_can_move_it(clinic, mesh):
     assert book(edge, edge.register_patient(), doctor.user_id, at(day, "09:00")).status_code == 200
     assert book(edge, edge.register_patient(), doctor.user_id, at(day, "11:00")).status_code == 409
     _, record = events_of(mesh, appointment["id"], 2)
-    event = events_pb2.AppointmentRescheduled.FromString(record.value)
+    event = cloudevent(record, events_pb2.AppointmentRescheduled, appointment["id"])
     assert (event.previous_start_time.ToJsonString(), event.start_time.ToJsonString()) == (
         at(day, "09:00"),
         at(day, "11:00"),
@@ -367,7 +376,7 @@ def test_staff_record_a_no_show_after_the_start_time(clinic, mesh):
     assert marked.status_code == 200, marked.text
     assert marked.json()["appointment"]["status"] == "APPOINTMENT_STATUS_NO_SHOW"
     (record,) = events_of(mesh, appointment_id, 1)
-    assert record.headers["ce_type"] == b"clinic.appointments.v1.AppointmentNoShow"
+    assert cloudevent(record, events_pb2.AppointmentNoShow, appointment_id).version == 2
 
 
 def test_booking_works_while_user_management_is_down(clinic, mesh):
@@ -387,3 +396,48 @@ def test_booking_works_while_user_management_is_down(clinic, mesh):
         assert edge.http.get("/v1/users/me", headers=patient.auth).status_code == 503  # that one needs it
     finally:
         user_management.start()
+
+
+def test_a_doctors_list_filters_by_day_range_and_status_page_by_page_and_shows_only_their_own(clinic, mesh):
+    edge, admin, _ = clinic
+    doctor, other_doctor = (doctor_with_schedule(edge, admin) for _ in range(2))
+    day, later = future_day(40), future_day(42)
+    patients = [edge.register_patient() for _ in range(4)]
+    times = [(day, "09:00"), (day, "10:00"), (day, "11:00"), (later, "09:00")]
+    made = [
+        book(edge, p, doctor.user_id, at(d, clock)).json()["appointment"]
+        for p, (d, clock) in zip(patients, times, strict=True)
+    ]
+    assert edge.http.delete(f"/v1/appointments/{made[1]['id']}", headers=patients[1].auth).status_code == 200
+
+    def listed(person, **params) -> list[dict]:
+        found, token = [], ""
+        while True:
+            reply = edge.http.get(
+                "/v1/appointments",
+                params={**params, "page_size": 1, "page_token": token},
+                headers=person.auth,
+            )
+            assert reply.status_code == 200, reply.text
+            found += reply.json().get("appointments", [])
+            token = reply.json().get("nextPageToken", "")
+            if not token:
+                return found
+
+    ids = [a["id"] for a in made]
+    assert [a["id"] for a in listed(doctor, date=day.isoformat())] == ids[:3]  # by start time
+    confirmed = listed(doctor, date=day.isoformat(), status="CONFIRMED")
+    assert [a["id"] for a in confirmed] == [ids[0], ids[2]]
+    ranged = listed(doctor, start_date=day.isoformat(), end_date=later.isoformat(), status="CONFIRMED")
+    assert [a["id"] for a in ranged] == [ids[0], ids[2], ids[3]]
+    # Another doctor sees none of these, and may not ask for this doctor's schedule.
+    assert listed(other_doctor, start_date=day.isoformat(), end_date=later.isoformat()) == []
+    refused = edge.http.get(
+        "/v1/appointments", params={"doctor_id": doctor.user_id}, headers=other_doctor.auth
+    )
+    assert refused.status_code == 403
+    # A receptionist (front desk) sees the doctor's day; a nurse may cancel for a patient.
+    desk = edge.create_staff(admin, "RECEPTIONIST")
+    assert len(listed(desk, doctor_id=doctor.user_id, date=day.isoformat())) == 3
+    nurse = edge.create_staff(admin, "NURSE")
+    assert edge.http.delete(f"/v1/appointments/{ids[3]}", headers=nurse.auth).status_code == 200

@@ -63,6 +63,7 @@ async def _client(
             attempt.appointment_id = reply.json()["appointment"]["id"]
         else:
             assert reply.json()["code"] == 6, reply.text  # ALREADY_EXISTS, as JSON
+            assert "time slot already booked" in reply.json()["message"], reply.text
         done.append(attempt)
     return done
 

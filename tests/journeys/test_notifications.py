@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from clinic.notification.v1 import events_pb2
@@ -116,7 +117,7 @@ def test_a_patient_who_opted_out_of_sms_gets_email_only(clinic, mesh):
         headers=patient.auth,
     )
     assert reply.status_code == 200, reply.text
-    known_recipient(edge, mesh, patient, opted_out="SMS")
+    known_recipient(edge, mesh, patient, mentioning="SMS")
 
     book(edge, patient, doctor)
     wait_for_mail(mesh, patient.email, "is confirmed")
@@ -347,3 +348,33 @@ def test_a_text_message_the_provider_fails_twice_is_sent_once_on_the_third_attem
     )
     assert sent[0]["attempts"] == 3
     assert len(texts(mesh, phone, "is confirmed")) == 1
+
+
+def test_a_patient_who_chose_push_for_confirmations_gets_a_push_message_and_no_email(clinic, mesh):
+    edge, _, doctor = clinic
+    patient = edge.register_patient()
+    reply = edge.http.patch(
+        f"/v1/users/{patient.user_id}/notificationPreferences",
+        params={"update_mask": "messages"},
+        json={"messages": [{"kind": "MESSAGE_KIND_APPOINTMENT_CONFIRMATION", "channels": ["CHANNEL_PUSH"]}]},
+        headers=patient.auth,
+    )
+    assert reply.status_code == 200, reply.text
+    known_recipient(edge, mesh, patient, mentioning="PUSH")  # the choice has reached the service
+
+    book(edge, patient, doctor)
+    pushed = until(
+        lambda: [m for m in pushes(mesh, patient.user_id) if "is confirmed" in m["body"]],
+        within=30,
+        what="the push message",
+    )
+    assert pushed[0]["title"] == "Clinic Mesh Demo Clinic"  # no subject on push: the clinic titles it
+    assert [r["channel"] for r in deliveries(mesh, patient.user_id)] == ["PUSH"]
+    assert mail(mesh, patient.email) == []
+
+
+def pushes(stack, user_id: str) -> list[dict]:
+    reply = httpx.get(
+        f"http://127.0.0.1:{stack.ports.messaging}/messages", params={"to": user_id}, timeout=10
+    )
+    return [m for m in reply.json()["messages"] if m["kind"] == "push"]

@@ -53,12 +53,13 @@ def deliveries(stack, recipient_id: str, event_type: str | None = None) -> list:
     return [r for r in rows if event_type is None or r["event_type"] == event_type]
 
 
-def known_recipient(edge: Edge, stack, person: Person, opted_out: str = "") -> None:
-    """Wait until the notification service's projection knows the person (and their opt-out)."""
+def known_recipient(edge: Edge, stack, person: Person, mentioning: str = "") -> None:
+    """Wait until the notification service's projection knows the person (and preferences mentioning
+    `mentioning`, e.g. a channel just opted out of)."""
     url = stack.database_urls["notification"]
 
     def known():
         rows = fetch(url, "SELECT preferences FROM recipients WHERE id = $1::uuid", person.user_id)
-        return rows and (not opted_out or opted_out in rows[0]["preferences"])
+        return rows and (not mentioning or mentioning in rows[0]["preferences"])
 
     until(known, within=20, what="the person to reach the notification service")

@@ -262,9 +262,9 @@ class AppointmentsServiceServicer:
     def CancelAppointment(self, request, context):
         """Cancels an appointment (status CANCELLED, the slot is free again) and returns it. Cancelling a
         cancelled appointment returns it unchanged, so a retried DELETE is safe.
-        Callers: its patient (anyone else's gets NOT_FOUND); its doctor, receptionist, admin.
+        Callers: its patient (anyone else's gets NOT_FOUND); its doctor, a nurse, receptionist or admin.
         Errors: INVALID_ARGUMENT (appointment_id not a UUID; reason over 500 characters); UNAUTHENTICATED;
-        PERMISSION_DENIED (another doctor, nurse, analyst); NOT_FOUND; FAILED_PRECONDITION (COMPLETED or
+        PERMISSION_DENIED (an analyst); NOT_FOUND; FAILED_PRECONDITION (COMPLETED or
         NO_SHOW, or it has already started).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

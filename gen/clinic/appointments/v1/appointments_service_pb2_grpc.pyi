@@ -132,9 +132,9 @@ class AppointmentsServiceStub:
     CancelAppointment: _grpc.UnaryUnaryMultiCallable[_appointments_service_pb2.CancelAppointmentRequest, _appointments_service_pb2.CancelAppointmentResponse]
     """Cancels an appointment (status CANCELLED, the slot is free again) and returns it. Cancelling a
     cancelled appointment returns it unchanged, so a retried DELETE is safe.
-    Callers: its patient (anyone else's gets NOT_FOUND); its doctor, receptionist, admin.
+    Callers: its patient (anyone else's gets NOT_FOUND); its doctor, a nurse, receptionist or admin.
     Errors: INVALID_ARGUMENT (appointment_id not a UUID; reason over 500 characters); UNAUTHENTICATED;
-    PERMISSION_DENIED (another doctor, nurse, analyst); NOT_FOUND; FAILED_PRECONDITION (COMPLETED or
+    PERMISSION_DENIED (an analyst); NOT_FOUND; FAILED_PRECONDITION (COMPLETED or
     NO_SHOW, or it has already started).
     """
     GetDoctorCapacity: _grpc.UnaryUnaryMultiCallable[_appointments_service_pb2.GetDoctorCapacityRequest, _appointments_service_pb2.GetDoctorCapacityResponse]
@@ -249,9 +249,9 @@ class AppointmentsServiceAsyncStub(AppointmentsServiceStub):
     CancelAppointment: _aio.UnaryUnaryMultiCallable[_appointments_service_pb2.CancelAppointmentRequest, _appointments_service_pb2.CancelAppointmentResponse]  # type: ignore[assignment]
     """Cancels an appointment (status CANCELLED, the slot is free again) and returns it. Cancelling a
     cancelled appointment returns it unchanged, so a retried DELETE is safe.
-    Callers: its patient (anyone else's gets NOT_FOUND); its doctor, receptionist, admin.
+    Callers: its patient (anyone else's gets NOT_FOUND); its doctor, a nurse, receptionist or admin.
     Errors: INVALID_ARGUMENT (appointment_id not a UUID; reason over 500 characters); UNAUTHENTICATED;
-    PERMISSION_DENIED (another doctor, nurse, analyst); NOT_FOUND; FAILED_PRECONDITION (COMPLETED or
+    PERMISSION_DENIED (an analyst); NOT_FOUND; FAILED_PRECONDITION (COMPLETED or
     NO_SHOW, or it has already started).
     """
     GetDoctorCapacity: _aio.UnaryUnaryMultiCallable[_appointments_service_pb2.GetDoctorCapacityRequest, _appointments_service_pb2.GetDoctorCapacityResponse]  # type: ignore[assignment]
@@ -441,9 +441,9 @@ class AppointmentsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_appointments_service_pb2.CancelAppointmentResponse, _abc.Awaitable[_appointments_service_pb2.CancelAppointmentResponse]]:
         """Cancels an appointment (status CANCELLED, the slot is free again) and returns it. Cancelling a
         cancelled appointment returns it unchanged, so a retried DELETE is safe.
-        Callers: its patient (anyone else's gets NOT_FOUND); its doctor, receptionist, admin.
+        Callers: its patient (anyone else's gets NOT_FOUND); its doctor, a nurse, receptionist or admin.
         Errors: INVALID_ARGUMENT (appointment_id not a UUID; reason over 500 characters); UNAUTHENTICATED;
-        PERMISSION_DENIED (another doctor, nurse, analyst); NOT_FOUND; FAILED_PRECONDITION (COMPLETED or
+        PERMISSION_DENIED (an analyst); NOT_FOUND; FAILED_PRECONDITION (COMPLETED or
         NO_SHOW, or it has already started).
         """
 
