@@ -61,6 +61,7 @@ class EventConsumer:
         partitions: int = 3,
         batch_size: int = 100,
         one_record_per_batch: bool = True,
+        fetch_wait_ms: int = 50,
     ) -> None:
         self.db = db
         self.bootstrap = bootstrap
@@ -72,6 +73,7 @@ class EventConsumer:
         self.create_topics = create_topics
         self.partitions = partitions
         self.batch_size = batch_size
+        self.fetch_wait_ms = fetch_wait_ms
         self.inbox = db.metadata.tables["inbox"]
         self.stats = ConsumerStats()
         # librdkafka's consumer is driven from one thread; blocking calls never touch the loop.
@@ -89,7 +91,9 @@ class EventConsumer:
         if self.create_topics:
             all_topics = self.topics + [events.dlq_for(t) for t in self.topics]
             await self._call(ensure_topics, self.bootstrap, all_topics, self.partitions)
-        self._consumer = Consumer(consumer_config(self.bootstrap, self.group))
+        self._consumer = Consumer(
+            consumer_config(self.bootstrap, self.group, fetch_wait_ms=self.fetch_wait_ms)
+        )
         await self._call(self._consumer.subscribe, self.topics)
         try:
             while not stopping.is_set():

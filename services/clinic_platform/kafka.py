@@ -35,7 +35,7 @@ def producer_config(bootstrap: str, client_id: str, *, one_record_per_batch: boo
     }
 
 
-def consumer_config(bootstrap: str, group_id: str) -> dict:
+def consumer_config(bootstrap: str, group_id: str, *, fetch_wait_ms: int = 50) -> dict:
     return {
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
@@ -47,7 +47,7 @@ def consumer_config(bootstrap: str, group_id: str) -> dict:
         # waiting fetch only when fetch.wait.max.ms runs out, so delivery latency follows it.
         "session.timeout.ms": 6000,
         "heartbeat.interval.ms": 1000,
-        "fetch.wait.max.ms": 10,
+        "fetch.wait.max.ms": fetch_wait_ms,
         "topic.metadata.refresh.interval.ms": 5000,
         "reconnect.backoff.max.ms": 1000,
         "socket.connection.setup.timeout.ms": 3000,

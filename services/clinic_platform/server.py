@@ -104,6 +104,7 @@ class ServiceApp:
             create_topics=s.kafka_create_topics,
             partitions=s.kafka_topic_partitions,
             one_record_per_batch=s.kafka_one_record_per_batch,
+            fetch_wait_ms=s.kafka_fetch_wait_max_ms,
         )
         self.consumers.append(consumer)
         self.background.append(consumer.run)

@@ -3,6 +3,7 @@ how often to retry, and the templates. No gRPC and no SQL here."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -146,9 +147,15 @@ def check_template(channel: str, subject: str, body: str) -> None:
             )
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str, html: bool):
+    """Templates compile once per text (compiling costs more than rendering)."""
+    return (_html if html else _text).from_string(source)
+
+
 def render(subject: str, body: str, variables: dict) -> tuple[str, str, str]:
     """(subject, plain text, HTML with every value escaped) of a message."""
-    text = _text.from_string(body).render(variables)
-    escaped = _html.from_string(body).render(variables)
+    text = _compiled(body, False).render(variables)
+    escaped = _compiled(body, True).render(variables)
     html = "<p>" + escaped.replace("\n\n", "</p><p>").replace("\n", "<br>") + "</p>"
-    return _text.from_string(subject).render(variables), text, html
+    return _compiled(subject, False).render(variables), text, html
