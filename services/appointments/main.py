@@ -3,10 +3,6 @@ servicer -> server."""
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
-
-from pydantic import field_validator
-
 from appointments import store
 from appointments.api import AppointmentsApi
 from appointments.consumers import HANDLERS
@@ -20,15 +16,6 @@ from clinic_platform.settings import ServiceSettings
 
 class Settings(ServiceSettings):
     service_name = "appointments"
-
-    # The clinic's IANA time zone: weekly templates and "today" are meant in it.
-    clinic_time_zone: str = "Europe/Berlin"
-
-    @field_validator("clinic_time_zone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        ZoneInfo(value)  # raises for an unknown zone
-        return value
 
 
 def build(settings: Settings) -> ServiceApp:

@@ -7,8 +7,9 @@ DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP and friends from Kubernetes Secrets and
 from __future__ import annotations
 
 from typing import ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The local stack's well-known ports; every one can be overridden by its variable.
@@ -45,6 +46,12 @@ class ServiceSettings(BaseSettings):
     # The local broker loses records of multi-record batches (see clinic_platform.kafka); set
     # KAFKA_ONE_RECORD_PER_BATCH=false against a real Kafka cluster.
     kafka_one_record_per_batch: bool = True
+    # How long the broker may hold a consumer's fetch when there is nothing new. The local broker
+    # answers a waiting fetch only when this runs out, so it bounds event latency; every idle
+    # fetch also costs the broker CPU (see docs/performance.md).
+    kafka_fetch_wait_max_ms: int = 50
+    # The clinic's IANA time zone: weekly templates, "today" and the times in messages are in it.
+    clinic_time_zone: str = "Europe/Berlin"
     # Access tokens: who issues them, for whom, and where their keys are published.
     jwt_issuer: str = "clinic-mesh"
     jwt_audience: str = "clinic-mesh-api"
@@ -64,6 +71,15 @@ class ServiceSettings(BaseSettings):
     # Republish outbox events sent within this window when the broker turns out to be a new
     # (empty) instance, as the memory-only local broker is after a restart.
     outbox_replay_window_hours: float = 24 * 7
+
+    @field_validator("clinic_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"CLINIC_TIME_ZONE {value!r} is not an IANA time zone") from None
+        return value
 
     @model_validator(mode="after")
     def _local_defaults(self) -> ServiceSettings:

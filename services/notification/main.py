@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
-from pydantic import field_validator
 from sqlalchemy.dialects.postgresql import insert
 
 from clinic.notification.v1 import notification_service_pb2 as pb
@@ -29,7 +27,6 @@ class Settings(ServiceSettings):
     service_name = "notification"
 
     clinic_name: str = "Clinic Mesh Demo Clinic"
-    clinic_time_zone: str = "Europe/Berlin"  # appointment times in messages are in this zone
     reminder_lead_hours: float = 24.0
     # Email over SMTP (the local stack runs a mailbox on this port; production sets its relay).
     smtp_host: str = "127.0.0.1"
@@ -45,12 +42,6 @@ class Settings(ServiceSettings):
     # A delivery that keeps failing is retried with backoff (base * 2^n, at most 5 min), then FAILED.
     notification_max_attempts: int = 8
     notification_retry_base_seconds: float = 2.0
-
-    @field_validator("clinic_time_zone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        ZoneInfo(value)  # raises for an unknown zone
-        return value
 
 
 async def seed_templates(db: Database) -> None:

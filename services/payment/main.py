@@ -21,7 +21,6 @@ class Settings(ServiceSettings):
     service_name = "payment"
 
     clinic_currency: str = "EUR"  # for invoices of visit types without a fee
-    clinic_time_zone: str = "Europe/Berlin"
     payment_provider_url: str = "http://127.0.0.1:7101"
     # How long a charge may take before it counts as unanswered (the payment stays PENDING).
     payment_provider_timeout_seconds: float = 5.0
