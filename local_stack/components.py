@@ -222,7 +222,13 @@ class ServiceProcess(Daemon):
         return {**self._env, "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
 
     def ready(self) -> bool:
-        return grpc_serving(self.port)
+        # Ask for this service by name: another server that took the port would not serve it.
+        return grpc_serving(self.port, health_name(self.service))
+
+
+def health_name(service: str) -> str:
+    """What a service serves, by name: appointments -> clinic.appointments.v1.AppointmentsService."""
+    return f"clinic.{service}.v1.{service.title().replace('_', '')}Service"
 
 
 def grpc_serving(port: int, service: str = "") -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -43,9 +44,16 @@ def topics() -> list[str]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, below the kernel's ephemeral range (32768 and up), so that no
+    outgoing connection's source port or port-0 listener takes it before the part binds it."""
+    while True:
+        port = random.randint(20000, 32000)  # noqa: S311 - not a secret
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 @dataclass
@@ -86,7 +94,11 @@ class Ports:
     def free(cls) -> Ports:
         """Unused ports, for a test stack beside a running local one."""
         single = [f.name for f in fields(cls) if f.name != "services"]
-        return cls(**{name: free_port() for name in single}, services={s: free_port() for s in SERVICES})
+        ports: set[int] = set()
+        while len(ports) < len(single) + len(SERVICES):
+            ports.add(free_port())
+        chosen = iter(sorted(ports))
+        return cls(**{name: next(chosen) for name in single}, services={s: next(chosen) for s in SERVICES})
 
 
 Report = Callable[[str, str], None]

@@ -48,6 +48,17 @@ def book(edge, patient, doctor, start: str | None = None) -> dict:
     return reply.json()["appointment"]
 
 
+def move(edge, patient, appointment_id: str, new_start: str) -> str:
+    reply = edge.http.patch(
+        f"/v1/appointments/{appointment_id}",
+        params={"update_mask": "start_time"},
+        json={"startTime": new_start},
+        headers=patient.auth,
+    )
+    assert reply.status_code == 200, reply.text
+    return new_start
+
+
 def clinic_time(start: str) -> str:
     """How a message writes an appointment time: the clinic's wall clock and zone."""
     local = datetime.fromisoformat(start.replace("Z", "+00:00")).astimezone(ZONE)
@@ -184,14 +195,7 @@ def test_an_admin_edits_a_template_and_the_next_message_uses_it_escaped_in_html(
     assert updated.status_code == 200, updated.text
     try:
         appointment = book(edge, patient, doctor)
-        new_start = at(future_day(next(_days)), "11:00")
-        moved = edge.http.patch(
-            f"/v1/appointments/{appointment['id']}",
-            params={"update_mask": "start_time"},
-            json={"startTime": new_start},
-            headers=patient.auth,
-        )
-        assert moved.status_code == 200, moved.text
+        new_start = move(edge, patient, appointment["id"], at(future_day(next(_days)), "11:00"))
         message = wait_for_mail(mesh, patient.email, "was moved")[0]
         assert message["body"].startswith("Hello <b>Pat</b>")
         assert f"{clinic_time(appointment['startTime'])} is now {clinic_time(new_start)}" in message["body"]
@@ -269,14 +273,7 @@ def test_a_moved_appointment_gets_a_new_reminder_at_its_new_time(clinic, mesh):
     edge, _, doctor = clinic
     patient = edge.register_patient()
     appointment = book(edge, patient, doctor)
-    new_start = at(future_day(next(_days)), "12:00")
-    moved = edge.http.patch(
-        f"/v1/appointments/{appointment['id']}",
-        params={"update_mask": "start_time"},
-        json={"startTime": new_start},
-        headers=patient.auth,
-    )
-    assert moved.status_code == 200, moved.text
+    new_start = move(edge, patient, appointment["id"], at(future_day(next(_days)), "12:00"))
 
     def rows():
         reply = edge.http.get(
