@@ -15,7 +15,8 @@ from aiohttp import web
 @dataclass
 class Faults:
     """How the next `times` requests misbehave: "timeout" (done, but answered after `delay`),
-    "error" (503, nothing done), "slow" (answered after `delay`), "reject" (422, nothing done).
+    "error" (503, nothing done), "busy" (429, nothing done), "slow" (answered after `delay`),
+    "reject" (422, nothing done).
     With `match`, only requests whose body has those values count (e.g. one phone number)."""
 
     mode: str = "normal"
@@ -52,6 +53,8 @@ class IdempotentApi:
         mode, delay = self.faults.take(body)
         if mode == "error":
             return web.json_response({"code": "temporarily_unavailable"}, status=503)
+        if mode == "busy":
+            return web.json_response({"code": "rate_limited"}, status=429)
         if mode == "reject":
             return web.json_response({"code": "rejected"}, status=422)
         async with self.lock:

@@ -27,6 +27,8 @@ from payment.providers import Adapter, Outcome, ProviderUnavailable
 
 log = logging.getLogger(__name__)
 INVOICE_IDS = uuid.UUID("6f0b7e7c-6b0e-4b53-9a4c-1f2f3c1d9e21")  # namespace: one invoice id per appointment
+AUTOMATIC_REFUNDS = uuid.UUID("0c5d3a52-93c4-4d8e-9a0e-7b1e62f4a3d1")  # namespace: one per payment
+SYSTEM = uuid.UUID(int=0)  # who issued a refund the service made by itself
 
 STATE_OF_EVENT = {
     appointment_events.AppointmentBooked: domain.BOOKED,
@@ -223,6 +225,8 @@ class Billing:
                     )
                 ).one()
                 await self.refresh(session, invoice, paid_minor=invoice.paid_minor + payment.amount_minor)
+                if invoice.status == "VOIDED":
+                    await self._give_back(session, payment)
                 event = events_pb2.PaymentSucceeded(**common, payment_time=timestamp(now))
             else:
                 event = events_pb2.PaymentFailed(
@@ -230,6 +234,32 @@ class Billing:
                 )
             await self.outbox.add(session, event, aggregate_id=str(payment.invoice_id))
         return payment
+
+    async def _give_back(self, session: AsyncSession, payment) -> None:
+        """A payment that settled after its invoice was voided (the appointment was cancelled while
+        the provider's answer was outstanding) is refunded in full; the reconciler sends it."""
+        refund_id = uuid.uuid5(AUTOMATIC_REFUNDS, str(payment.id))
+        await session.execute(
+            insert(store.refunds)
+            .values(
+                id=refund_id,
+                payment_id=payment.id,
+                invoice_id=payment.invoice_id,
+                patient_id=payment.patient_id,
+                amount_minor=payment.amount_minor,
+                currency=payment.currency,
+                reason="the invoice was voided before this payment settled",
+                status="PENDING",
+                refunded_by=SYSTEM,
+                request_id=str(refund_id),
+                request_fingerprint="automatic",
+            )
+            .on_conflict_do_nothing()
+        )
+        log.warning(
+            "a payment settled on a voided invoice: refunding it",
+            extra={"payment_id": str(payment.id), "invoice_id": str(payment.invoice_id)},
+        )
 
     async def settle_refund(self, refund) -> object:
         payment = await self._payment(refund.payment_id)

@@ -2,8 +2,9 @@
 
 Each call carries our idempotency key (the client's request_id), so a retry after a timeout
 reaches the provider as the same request and can never charge twice. An answer that says no
-(declined) is a result; no answer (timeout, 5xx, connection refused) is ProviderUnavailable, and
-the payment stays PENDING until a retry or the reconciler asks again with the same key.
+(declined) is a result; no answer (timeout, 5xx, 409, 429, connection refused) is
+ProviderUnavailable, and the payment stays PENDING until a retry or the reconciler asks again with
+the same key.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ class Adapter:
             reply = await self.http.post(path, json=body, headers=headers)
         except httpx.HTTPError as exc:  # timeouts and refused connections alike
             raise ProviderUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        if reply.status_code >= 500:
+        # 409 (this key's request is still in progress) and 429 (slow down) say nothing about
+        # the outcome: like a 5xx, ask again later with the same key.
+        if reply.status_code >= 500 or reply.status_code in (409, 429):
             raise ProviderUnavailable(f"provider answered {reply.status_code}")
         return reply
 

@@ -165,7 +165,7 @@ def test_a_slow_provider_within_the_timeout_is_just_slow(clinic, mesh):
     assert reply.json()["payment"]["status"] == "PAYMENT_STATUS_SUCCEEDED"
 
 
-@pytest.mark.parametrize("fault", ["timeout", "error"])
+@pytest.mark.parametrize("fault", ["timeout", "error", "busy"])
 def test_a_provider_that_times_out_or_fails_charges_once_when_the_payment_is_retried(clinic, mesh, fault):
     edge, _, doctor = clinic
     patient = edge.register_patient()
@@ -231,6 +231,36 @@ def test_a_payment_left_pending_by_a_timeout_is_settled_by_the_reconciler(clinic
     assert pay(edge, patient, invoice["id"], money(60), provider_token(mesh)).status_code == 503
     # The client never comes back; the reconciler asks the provider with the same key.
     assert invoice_of(edge, patient, invoice["appointmentId"], "PAID")
+
+
+def test_a_payment_that_settles_after_its_appointment_was_cancelled_is_refunded_in_full(clinic, mesh):
+    edge, admin, doctor = clinic
+    patient = edge.register_patient()
+    appointment_id = booked(edge, patient, doctor)
+    invoice = invoice_of(edge, patient, appointment_id)
+    provider(mesh, "/_faults", {"mode": "error", "times": 1000})  # the provider is down for now
+    try:
+        paid = pay(edge, patient, invoice["id"], money(60), provider_token(mesh))
+        assert paid.status_code == 503
+        assert edge.http.delete(f"/v1/appointments/{appointment_id}", headers=patient.auth).status_code == 200
+        invoice_of(edge, patient, appointment_id, "VOIDED")
+    finally:
+        provider(mesh, "/_faults", {"mode": "normal", "times": 0})  # back: the reconciler charges
+
+    def refunded():
+        reply = edge.http.get("/v1/billing/refunds", params={"invoice_id": invoice["id"]}, headers=admin.auth)
+        found = reply.json().get("refunds", [])
+        return found if found and found[0]["status"] == "REFUND_STATUS_SUCCEEDED" else None
+
+    (refund,) = until(refunded, within=30, what="the automatic refund")
+    assert refund["amount"] == {"currencyCode": "EUR", "units": "60"} and "voided" in refund["reason"]
+    ledger = provider(mesh, "/_ledger")
+    payment = edge.http.get("/v1/billing/payments", params={"invoice_id": invoice["id"]}, headers=admin.auth)
+    (charged,) = payment.json()["payments"]
+    assert charged["status"] == "PAYMENT_STATUS_SUCCEEDED"
+    assert [r["amount_minor"] for r in ledger["refunds"] if r["charge"] == charged["providerReference"]] == [
+        6000
+    ]
 
 
 def test_admin_adjusts_a_pending_invoice_with_a_reason_kept_in_its_history(clinic):
