@@ -208,7 +208,9 @@ class PaymentApi(rpc.PaymentServiceServicer):
             ]
             new_total = domain.check_lines(lines, row.currency)
             _, insurance, paid = amounts(row)
-            domain.check_adjustable(row.status, new_total, insurance, paid)
+            # A payment still waiting for the provider counts as paid: it may yet succeed.
+            pending = await self._pending_payments(session, invoice_id)
+            domain.check_adjustable(row.status, new_total, insurance, paid + Amount(pending, row.currency))
             await session.execute(
                 insert(store.adjustments).values(
                     id=uuid.uuid4(),
@@ -274,11 +276,7 @@ class PaymentApi(rpc.PaymentServiceServicer):
                 if me.role is not Role.ADMIN and me.role is not Role.RECEPTIONIST:
                     domain.may_read(me, str(invoice.patient_id), "invoice", str(invoice_id))
                 total, insurance, paid = amounts(invoice)
-                reserved = await session.scalar(
-                    select(func.coalesce(func.sum(store.payments.c.amount_minor), 0)).where(
-                        store.payments.c.invoice_id == invoice_id, store.payments.c.status == "PENDING"
-                    )
-                )
+                reserved = await self._pending_payments(session, invoice_id)
                 available = domain.balance_due(total, insurance, paid) - Amount(reserved, invoice.currency)
                 domain.check_payable(invoice.status, amount, available)
                 existing = (
@@ -341,6 +339,15 @@ class PaymentApi(rpc.PaymentServiceServicer):
         )
         return pb.ListPaymentsResponse(payments=[payment_message(r) for r in rows], next_page_token=token)
 
+    async def _pending_payments(self, session, invoice_id: uuid.UUID) -> int:
+        """Minor units of the invoice's payments still waiting for the provider's answer."""
+        payments = store.payments.c
+        return await session.scalar(
+            select(func.coalesce(func.sum(payments.amount_minor), 0)).where(
+                payments.invoice_id == invoice_id, payments.status == "PENDING"
+            )
+        )
+
     async def _newest_first(self, table, request, filters: dict):
         page = page_request(
             request.page_size, request.page_token, {k: str(v) for k, v in filters.items()}, maximum=500
@@ -359,18 +366,20 @@ class PaymentApi(rpc.PaymentServiceServicer):
         reason = wanted.reason.strip()
         if not reason:
             raise InvalidArgument("refund.reason", "is required")
+        has_amount = wanted.amount.currency_code or wanted.amount.units or wanted.amount.nanos
         async with self.db.transaction() as session:
+            # The payment's lock orders its refunds, so two tries of one request cannot both start.
+            payment = (
+                await session.execute(
+                    select(store.payments).where(store.payments.c.id == payment_id).with_for_update()
+                )
+            ).first()
+            if payment is None:
+                raise NotFound(f"payment {payment_id} not found")
             existing = (
                 await session.execute(select(store.refunds).where(store.refunds.c.request_id == request_id))
             ).first()
             if existing is None:
-                payment = (
-                    await session.execute(
-                        select(store.payments).where(store.payments.c.id == payment_id).with_for_update()
-                    )
-                ).first()
-                if payment is None:
-                    raise NotFound(f"payment {payment_id} not found")
                 left = Amount(payment.amount_minor - payment.refunded_minor, payment.currency)
                 pending = await session.scalar(
                     select(func.coalesce(func.sum(store.refunds.c.amount_minor), 0)).where(
@@ -378,7 +387,6 @@ class PaymentApi(rpc.PaymentServiceServicer):
                     )
                 )
                 refundable = left - Amount(pending, payment.currency)
-                has_amount = wanted.amount.currency_code or wanted.amount.units or wanted.amount.nanos
                 amount = (
                     from_proto(wanted.amount, "refund.amount", allow_zero=False) if has_amount else refundable
                 )
@@ -388,7 +396,7 @@ class PaymentApi(rpc.PaymentServiceServicer):
                 fingerprint = _fingerprint(payment_id, amount, reason)
                 existing = (
                     await session.execute(
-                        insert(store.refunds)
+                        upsert(store.refunds)
                         .values(
                             id=uuid.uuid4(),
                             payment_id=payment_id,
@@ -402,10 +410,17 @@ class PaymentApi(rpc.PaymentServiceServicer):
                             request_id=request_id,
                             request_fingerprint=fingerprint,
                         )
+                        .on_conflict_do_nothing(index_elements=["request_id"])
                         .returning(store.refunds)
                     )
-                ).one()
-            elif existing.payment_id != payment_id or existing.reason != reason:
+                ).first()
+                if existing is None:  # the same request_id for another payment, at this very moment
+                    raise Aborted("request_id is being used by another refund right now; retry")
+            elif (
+                existing.payment_id != payment_id
+                or existing.reason != reason
+                or (has_amount and from_proto(wanted.amount, "refund.amount").minor != existing.amount_minor)
+            ):
                 raise InvalidArgument("request_id", "was already used for a different refund")
         if existing.status != "PENDING":
             return pb.CreateRefundResponse(refund=refund_message(existing))

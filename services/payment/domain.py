@@ -79,7 +79,7 @@ def check_adjustable(status: str, new_total: Amount, insurance: Amount, paid: Am
         raise FailedPrecondition(f"the invoice is {status}: a paid or voided invoice cannot be adjusted")
     if new_total < insurance + paid:
         raise FailedPrecondition(
-            f"the new total {new_total} is below what was already paid ({insurance + paid})"
+            f"the new total {new_total} is below what was already paid or is being paid ({insurance + paid})"
         )
 
 

@@ -318,6 +318,28 @@ def test_admin_adjusts_a_pending_invoice_with_a_reason_kept_in_its_history(clini
     assert frozen.status_code == 400 and "VOIDED" in frozen.json()["message"]
 
 
+def test_an_adjustment_cannot_go_below_a_payment_still_waiting_for_the_provider(clinic, mesh):
+    edge, admin, doctor = clinic
+    patient = edge.register_patient()
+    invoice = invoice_of(edge, patient, booked(edge, patient, doctor))
+    provider(mesh, "/_faults", {"mode": "error", "times": 1000})
+    try:
+        assert pay(edge, patient, invoice["id"], money(60), provider_token(mesh)).status_code == 503
+        lower = {
+            "lines": [{"description": "Short consultation", "visitType": "CONSULT", "amount": money(40)}]
+        }
+        refused = edge.http.patch(
+            f"/v1/billing/invoices/{invoice['id']}",
+            params={"update_mask": "lines", "reason": "shorter visit"},
+            json=lower,
+            headers=admin.auth,
+        )
+        assert refused.status_code == 400 and "already paid" in refused.json()["message"]
+    finally:
+        provider(mesh, "/_faults", {"mode": "normal", "times": 0})
+    assert invoice_of(edge, patient, invoice["appointmentId"], "PAID")  # the reconciler settled it
+
+
 def test_admin_refunds_part_then_the_rest_of_a_payment(clinic, mesh):
     edge, admin, doctor = clinic
     patient = edge.register_patient()
@@ -342,6 +364,8 @@ def test_admin_refunds_part_then_the_rest_of_a_payment(clinic, mesh):
     assert (
         refund(money(10), key).json()["refund"]["id"] == part.json()["refund"]["id"]
     )  # a retry: same refund
+    other_amount = refund(money(20), key)
+    assert other_amount.status_code == 400 and "request_id" in other_amount.json()["message"]
     assert refund(money(60)).status_code == 400  # only 50 are left
     rest = refund()  # no amount: whatever is left
     assert rest.json()["refund"]["amount"]["units"] == "50"
