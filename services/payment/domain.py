@@ -44,11 +44,13 @@ def invoice_status(appointment_state: str, total: Amount, insurance: Amount, pai
     """The status an invoice should have now.
 
     The appointment decides until the money does: a cancelled visit voids the invoice; a
-    positive total that is covered is PAID; a visit that took place (or was missed: the booked
-    time stays billable, an admin can adjust) is DUE; otherwise the invoice is PENDING."""
+    positive total that is covered is PAID, and so is a visit that took place with nothing left
+    to pay (a free visit type); a visit that took place (or was missed: the booked time stays
+    billable, an admin can adjust) is DUE; otherwise the invoice is PENDING."""
     if appointment_state == CANCELLED:
         return VOIDED
-    if total.minor > 0 and balance_due(total, insurance, paid).minor <= 0:
+    took_place = appointment_state in (COMPLETED, NO_SHOW)
+    if balance_due(total, insurance, paid).minor <= 0 and (total.minor > 0 or took_place):
         return PAID
     if appointment_state in (COMPLETED, NO_SHOW):
         return DUE
