@@ -172,6 +172,14 @@ class Notifier:
         )
         start = event.start_time.ToDatetime(tzinfo=UTC)
         confirmed = isinstance(event, appointments.AppointmentBooked | appointments.AppointmentRescheduled)
+        if newest is not None and not (confirmed and start > now):
+            # Nothing new to remind of: the newest row remembers this version (older events lose).
+            await session.execute(
+                update(store.reminders)
+                .where(reminders.appointment_id == appointment_id, reminders.appointment_version == newest)
+                .values(appointment_version=event.version, update_time=now)
+            )
+            return True
         await session.execute(
             insert(store.reminders).values(
                 id=uuid.uuid4(),
@@ -181,7 +189,7 @@ class Notifier:
                 visit_type=event.visit_type,
                 appointment_start_time=start,
                 send_time=start - self.settings.reminder_lead,
-                # A cancelled or finished appointment leaves a row only to remember its version.
+                # A cancellation seen before its booking leaves a row only to remember its version.
                 status="SCHEDULED" if confirmed and start > now else "CANCELLED",
                 appointment_version=event.version,
             )

@@ -156,3 +156,39 @@ def test_malformed_and_unknown_events_go_to_the_dlq_and_the_consumer_goes_on(mes
     records = until(dead_lettered, within=30, what="the three poison events in the DLQ")
     errors = sorted(r.headers["dlq_error"].split(b":")[0] for r in records)
     assert errors == [b"DecodeError", b"MalformedEvent", b"MalformedEvent"]
+
+
+def test_a_cancellation_seen_before_its_booking_tells_the_cancellation_only_and_schedules_nothing(mesh):
+    from clinic.appointments.v1 import events_pb2
+
+    edge = Edge(mesh)
+    patient = edge.register_patient()
+    known_recipient(edge, mesh, patient)
+    booking = booked("CONSULT")
+    booking.patient_id = patient.user_id
+    booking.start_time.FromJsonString(at(future_day(96), "10:00"))
+    fields = {f: getattr(booking, f) for f in ("appointment_id", "patient_id", "doctor_id", "visit_type")}
+    cancelled = events_pb2.AppointmentCancelled(
+        **fields, version=2, start_time=booking.start_time, end_time=booking.end_time
+    )
+    probe = booked("CONSULT")  # after them all: once it is confirmed, the others were handled
+    probe.patient_id = patient.user_id
+    probe.start_time.FromJsonString(at(future_day(97), "10:00"))
+    produce_raw(mesh.kafka_bootstrap, "clinic.appointments.v1.events", [encoded(cancelled), encoded(booking)])
+    produce_raw(mesh.kafka_bootstrap, "clinic.appointments.v1.events", [encoded(probe)])
+
+    wait_for_mail(mesh, patient.email, "is cancelled")
+    until(
+        lambda: {r["event_type"] for r in deliveries(mesh, patient.user_id)} >= {"APPOINTMENT_BOOKED"},
+        within=30,
+        what="the probe's confirmation",
+    )
+    confirmed = [r for r in deliveries(mesh, patient.user_id) if r["event_type"] == "APPOINTMENT_BOOKED"]
+    assert len(confirmed) == 1  # the probe's: the late booking of the cancelled appointment tells nothing
+    reminders = fetch(
+        mesh.database_urls["notification"],
+        "SELECT status FROM reminders WHERE appointment_id = $1::uuid",
+        booking.appointment_id,
+    )
+    assert [r["status"] for r in reminders] == ["CANCELLED"]
+    edge.close()
