@@ -158,8 +158,8 @@ class Broker(Daemon):
 class Simulator(Daemon):
     """An external party's simulator (simulators/<module>.py): a real HTTP server."""
 
-    def __init__(self, state_dir: Path, module: str, port: int) -> None:
-        self.name = f"{module}-simulator"
+    def __init__(self, state_dir: Path, module: str, port: int, name: str = "") -> None:
+        self.name = name or f"{module}-simulator"
         super().__init__(state_dir)
         self.module = module
         self.port = port
@@ -186,10 +186,7 @@ class Mailbox(Simulator):
     """The local SMTP server that keeps what it receives (in the state folder, across restarts)."""
 
     def __init__(self, state_dir: Path, port: int, smtp_port: int) -> None:
-        super().__init__(state_dir, "mailbox", port)
-        self.name = "mailbox"
-        self.log = state_dir / "log" / "mailbox.log"
-        self.pidfile = state_dir / "run" / "mailbox.pid"
+        super().__init__(state_dir, "mailbox", port, name="mailbox")
         self.smtp_port = smtp_port
 
     def argv(self) -> list[str]:

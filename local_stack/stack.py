@@ -71,20 +71,14 @@ class Ports:
     services: dict[str, int] = field(default_factory=lambda: dict(SERVICE_PORTS))
 
     @classmethod
+    def single_ports(cls) -> list[str]:
+        """Every port but the services' (each can be moved with CLINIC_<NAME>_PORT)."""
+        return [f.name for f in fields(cls) if f.name != "services"]
+
+    @classmethod
     def from_env(cls) -> Ports:
         ports = cls()
-        for name in (
-            "edge",
-            "tls",
-            "admin",
-            "postgres",
-            "redis",
-            "kafka",
-            "payments",
-            "mailbox",
-            "messaging",
-            "smtp",
-        ):
+        for name in cls.single_ports():
             value = os.environ.get(f"CLINIC_{name.upper()}_PORT")
             if value:
                 setattr(ports, name, int(value))
@@ -93,7 +87,7 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Unused ports, for a test stack beside a running local one."""
-        single = [f.name for f in fields(cls) if f.name != "services"]
+        single = cls.single_ports()
         ports: set[int] = set()
         while len(ports) < len(single) + len(SERVICES):
             ports.add(free_port())

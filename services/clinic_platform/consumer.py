@@ -44,6 +44,56 @@ class ConsumerStats:
     dead_lettered: int = 0
 
 
+class DeadLetters:
+    """Writes messages to `<topic>.dlq` with why they failed in headers. A dead letter must not be
+    lost: while the broker does not take it, `send` waits and tries again."""
+
+    def __init__(self, bootstrap: str, client_id: str, *, one_record_per_batch: bool = True) -> None:
+        self._config = producer_config(bootstrap, client_id, one_record_per_batch=one_record_per_batch)
+        self._producer = Producer(self._config)
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        *,
+        error: str,
+        consumer: str,
+        attempts: int,
+        more: tuple[tuple[str, bytes], ...] = (),
+    ) -> None:
+        headers = [
+            *headers,
+            ("dlq_error", error.encode()[:4000]),
+            ("dlq_consumer", consumer.encode()),
+            ("dlq_attempts", str(attempts).encode()),
+            ("dlq_original_topic", topic.encode()),
+            *more,
+        ]
+        delay = 0.2
+        while True:
+            failures: list = []
+            self._producer.produce(
+                events.dlq_for(topic),
+                value,
+                key,
+                headers=headers,
+                on_delivery=lambda err, _m, failures=failures: failures.append(err) if err else None,
+            )
+            await asyncio.to_thread(self._producer.flush, DELIVERY_TIMEOUT_MS / 1000 + 2)
+            if not failures:
+                return
+            self._producer = Producer(self._config)  # a fresh producer id, see OutboxRelay
+            log.warning("cannot write to the DLQ yet, retrying", extra={"error": str(failures[0])})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._producer.flush, DELIVERY_TIMEOUT_MS / 1000)
+
+
 class EventConsumer:
     """Subscribe `handlers` (protobuf class -> coroutine) to `topics` as consumer group `group`."""
 
@@ -79,10 +129,7 @@ class EventConsumer:
         # librdkafka's consumer is driven from one thread; blocking calls never touch the loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{group}")
         self._consumer: Consumer | None = None
-        self._dlq_config = producer_config(
-            bootstrap, f"{group}-dlq", one_record_per_batch=one_record_per_batch
-        )
-        self._dlq = Producer(self._dlq_config)
+        self.dead_letters = DeadLetters(bootstrap, f"{group}-dlq", one_record_per_batch=one_record_per_batch)
 
     async def _call(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
@@ -110,7 +157,7 @@ class EventConsumer:
                     await self._commit([TopicPartition(t, p, o) for (t, p), o in done.items()])
         finally:
             await self._call(self._consumer.close)
-            await self._call(self._dlq.flush, DELIVERY_TIMEOUT_MS / 1000)
+            await self.dead_letters.close()
             self._executor.shutdown(wait=False)
 
     async def _commit(self, offsets: list[TopicPartition]) -> None:
@@ -188,33 +235,19 @@ class EventConsumer:
             return True
 
     async def _dead_letter(self, msg: Message, error: BaseException, attempts: int) -> None:
-        headers = [
-            *(msg.headers() or []),
-            ("dlq_error", f"{type(error).__name__}: {error}".encode()[:4000]),
-            ("dlq_consumer", self.group.encode()),
-            ("dlq_attempts", str(attempts).encode()),
-            ("dlq_original_topic", msg.topic().encode()),
-            ("dlq_original_partition", str(msg.partition()).encode()),
-            ("dlq_original_offset", str(msg.offset()).encode()),
-        ]
-        delay = 0.2
-        while True:
-            failures: list = []
-            self._dlq.produce(
-                events.dlq_for(msg.topic()),
-                msg.value(),
-                msg.key(),
-                headers=headers,
-                on_delivery=lambda err, _m, failures=failures: failures.append(err) if err else None,
-            )
-            await self._call(self._dlq.flush, DELIVERY_TIMEOUT_MS / 1000 + 2)
-            if not failures:
-                break
-            self._dlq = Producer(self._dlq_config)  # a fresh producer id, see OutboxRelay
-            # The broker is down: the event must not be dropped, so do not move past it.
-            log.warning("cannot write to the DLQ yet, retrying", extra={"error": str(failures[0])})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        await self.dead_letters.send(
+            msg.topic(),
+            msg.key(),
+            msg.value(),
+            msg.headers() or [],
+            error=f"{type(error).__name__}: {error}",
+            consumer=self.group,
+            attempts=attempts,
+            more=(
+                ("dlq_original_partition", str(msg.partition()).encode()),
+                ("dlq_original_offset", str(msg.offset()).encode()),
+            ),
+        )
         self.stats.dead_lettered += 1
         log.error(
             "event sent to the dead-letter queue",

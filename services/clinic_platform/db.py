@@ -89,6 +89,12 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     (no SET, LISTEN, session-level locks or temporary tables), so there is nothing to reset."""
 
 
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Call `callback` once the transaction of `session` (from `Database.transaction`) has
+    committed, e.g. to wake the loop that works on what it wrote; once however often it is asked."""
+    session.info.setdefault("after_commit", {})[callback] = None
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True when the database (not the statement) failed: worth retrying, never a poison event."""
     connection_errors = (
@@ -147,6 +153,8 @@ class Database:
             yield session
         if session.info.get("wrote_events"):
             self.events_written()
+        for callback in session.info.get("after_commit", {}):
+            callback()
 
     def events_written(self) -> None:
         """Tell the outbox relay that a committed transaction wrote events."""

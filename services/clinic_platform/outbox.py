@@ -37,6 +37,7 @@ from clinic_platform import events
 from clinic_platform.context import current_request_id
 from clinic_platform.db import Database
 from clinic_platform.kafka import DELIVERY_TIMEOUT_MS, ensure_topics, producer_config
+from clinic_platform.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,14 @@ class OutboxRelay:
         )
         self.producer = Producer(self._producer_config)
         self._producer_failed = False
-        self._wake = asyncio.Event()
+        self._wakeup = Wakeup()
         self._broker_checked_at = 0.0
         self.published_total = 0
         self.last_error: str | None = None  # why the last attempt failed; None once it succeeds
 
     def wake(self) -> None:
         """Called after a transaction that wrote events commits."""
-        self._wake.set()
+        self._wakeup.ring()
 
     async def run(self, stopping: asyncio.Event) -> None:
         delay = 0.1
@@ -238,16 +239,10 @@ class OutboxRelay:
             raise BrokerUnavailable(f"broker at {self.bootstrap} does not answer: {exc}") from exc
 
     async def _wait_for_work(self, stopping: asyncio.Event) -> None:
-        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=self.idle_poll_seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-        if self._wake.is_set() and not stopping.is_set():
+        if await self._wakeup.wait(stopping, self.idle_poll_seconds):
             # Let the commits of a busy moment gather, so one batch (and round trip) carries them.
             await asyncio.sleep(self.linger_seconds)
-        self._wake.clear()
+        self._wakeup.clear()
 
 
 async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:

@@ -135,6 +135,8 @@ def default_template(event_type: str, channel: str) -> tuple[str, str]:
 def check_template(channel: str, subject: str, body: str) -> None:
     if channel != EMAIL and subject:
         raise InvalidArgument("template.subject", "SMS and push messages have no subject")
+    if not body.strip():
+        raise InvalidArgument("template.body", "is required: a message needs a text")
     for field, source in (("template.subject", subject), ("template.body", body)):
         try:
             parsed = _text.parse(source)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from confluent_kafka import Producer
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,12 +31,13 @@ from clinic.payment.v1 import resources_pb2 as payment_resources
 from clinic.user_management.v1 import events_pb2 as users
 from clinic.user_management.v1 import resources_pb2 as user_resources
 from clinic_platform import events
+from clinic_platform.consumer import DeadLetters
 from clinic_platform.convert import enum_name, enum_value, timestamp
-from clinic_platform.db import Database
+from clinic_platform.db import Database, after_commit
 from clinic_platform.events import EventEnvelope
-from clinic_platform.kafka import DELIVERY_TIMEOUT_MS, producer_config
 from clinic_platform.money import from_proto
 from clinic_platform.outbox import Outbox
+from clinic_platform.wakeup import Wakeup
 from notification import domain, store
 from notification.channels import PermanentFailure, TemporaryFailure
 
@@ -94,13 +94,17 @@ class Notifier:
         self.channels = channels
         self.settings = settings
         self.zone = ZoneInfo(settings.zone)
-        self._wake = asyncio.Event()
-        self._dlq = Producer(
-            producer_config(bootstrap, "notification-dlq", one_record_per_batch=one_record_per_batch)
+        self._wakeup = Wakeup()
+        self._dead_letters = DeadLetters(
+            bootstrap, "notification-dlq", one_record_per_batch=one_record_per_batch
         )
 
     def wake(self) -> None:
-        self._wake.set()
+        self._wakeup.ring()
+
+    def _wake_after_commit(self, session: AsyncSession) -> None:
+        """What this transaction writes is work for the dispatcher once it is committed."""
+        after_commit(session, self.wake)
 
     # -- 1. event handlers ---------------------------------------------------------------------------
     async def on_user_changed(self, session: AsyncSession, event, envelope: EventEnvelope) -> None:
@@ -126,7 +130,7 @@ class Notifier:
                 where=store.recipients.c.user_version < statement.excluded.user_version,
             )
         )
-        self.wake()  # notices may have been waiting for this person
+        self._wake_after_commit(session)  # notices may have been waiting for this person
 
     async def on_user_deactivated(self, session: AsyncSession, event, envelope: EventEnvelope) -> None:
         recipients = store.recipients.c
@@ -194,7 +198,7 @@ class Notifier:
                 appointment_version=event.version,
             )
         )
-        self.wake()
+        self._wake_after_commit(session)
         return True
 
     async def on_invoice_status_changed(self, session: AsyncSession, event, envelope: EventEnvelope) -> None:
@@ -266,7 +270,7 @@ class Notifier:
                 )
                 .on_conflict_do_nothing()
             )
-        self.wake()
+        self._wake_after_commit(session)
 
     # -- 2. the dispatcher ---------------------------------------------------------------------------
     async def run(self, stopping: asyncio.Event) -> None:
@@ -277,14 +281,9 @@ class Notifier:
                 log.warning("notification dispatcher round failed", extra={"error": repr(exc)})
                 busy = 0
             if not busy:
-                waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())]
-                await asyncio.wait(
-                    waiters, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED
-                )
-                for waiter in waiters:
-                    waiter.cancel()
-                self._wake.clear()
-        await asyncio.to_thread(self._dlq.flush, DELIVERY_TIMEOUT_MS / 1000)
+                await self._wakeup.wait(stopping, self.settings.poll_seconds)
+                self._wakeup.clear()
+        await self._dead_letters.close()
 
     async def expand_notices(self) -> int:
         """Notices whose recipient is known become one delivery per chosen channel."""
@@ -522,14 +521,15 @@ class Notifier:
             key=source.aggregate_key,
             payload=source.payload,
         )
-        headers += [
-            ("dlq_error", f"delivery {delivery.id} by {delivery.channel} failed: {reason}".encode()[:4000]),
-            ("dlq_consumer", b"notification"),
-            ("dlq_attempts", str(delivery.attempts).encode()),
-            ("dlq_original_topic", source.topic.encode()),
-        ]
-        self._dlq.produce(events.dlq_for(source.topic), value, key, headers=headers)
-        await asyncio.to_thread(self._dlq.flush, DELIVERY_TIMEOUT_MS / 1000)
+        await self._dead_letters.send(
+            source.topic,
+            key,
+            value,
+            headers,
+            error=f"delivery {delivery.id} by {delivery.channel} failed: {reason}",
+            consumer="notification",
+            attempts=delivery.attempts,
+        )
 
 
 def handlers(notifier: Notifier) -> dict:

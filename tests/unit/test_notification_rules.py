@@ -70,6 +70,8 @@ def test_a_template_that_does_not_compile_or_has_a_subject_on_sms_is_refused_nam
         domain.check_template("EMAIL", "Hi", "Dear {{ name")
     with pytest.raises(InvalidArgument, match=r"template\.subject"):
         domain.check_template("SMS", "A subject", "text")
+    with pytest.raises(InvalidArgument, match=r"template\.body.*required"):
+        domain.check_template("EMAIL", "Hi", "  ")
 
 
 def test_a_template_naming_an_unknown_variable_is_refused_and_one_that_slips_through_does_not_render():
