@@ -62,6 +62,7 @@ def new_metadata() -> MetaData:
         Column("consumer", Text, nullable=False),
         Column("event_type", Text, nullable=False),
         Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Index("ix_inbox_received_at", "received_at"),
     )
     Table(
         "idempotency_keys",
@@ -128,6 +129,9 @@ class Database:
             pool_pre_ping=False,
             pool_recycle=1800,
             echo=echo,
+            # A statement's error names the statement but not its values: errors reach logs and
+            # DLQ headers, and values are personal data.
+            hide_parameters=True,
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.event_listeners: list[Callable[[], None]] = []

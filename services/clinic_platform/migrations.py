@@ -35,7 +35,8 @@ def alembic_config(package: str, database_url: str) -> Config:
 
 def upgrade_to_head(package: str, database_url: str) -> None:
     """Blocking; call it in a worker thread from async code."""
-    command.upgrade(alembic_config(package, database_url), "head")
+    # "heads": the kit's own revisions after kit_0002 are a branch beside the service's history.
+    command.upgrade(alembic_config(package, database_url), "heads")
 
 
 def run_env(target_metadata: MetaData) -> None:
@@ -72,5 +73,5 @@ def _migrate(connection, target_metadata: MetaData) -> None:
 
 
 if __name__ == "__main__":
-    service, revision = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "head")
+    service, revision = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "heads")
     command.upgrade(alembic_config(service, os.environ["DATABASE_URL"]), revision)

@@ -41,6 +41,7 @@ from clinic_platform.interceptors import PreCall, ServerInterceptor
 from clinic_platform.logging import configure_logging
 from clinic_platform.migrations import upgrade_to_head
 from clinic_platform.outbox import OutboxRelay
+from clinic_platform.retention import Retention
 from clinic_platform.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class ServiceApp:
         self.pre_call: list[PreCall] = []
         self.db: Database | None = None
         self.relay: OutboxRelay | None = None
+        self.retention: Retention | None = None
         self.consumers: list[EventConsumer] = []
         self.migrations_package: str | None = None
         self.redis: Redis | None = None
@@ -77,6 +79,13 @@ class ServiceApp:
         self.db = Database(s.database_url, metadata, pool_size=s.db_pool_size)
         self.migrations_package = self.name
         self.closers.append(self.db.close)
+        self.retention = Retention(self.db, every=timedelta(minutes=s.retention_every_minutes))
+        self.retention.add_kit_rules(
+            outbox=timedelta(hours=s.retention_outbox_hours),
+            inbox=timedelta(hours=s.retention_inbox_hours),
+            idempotency_keys=timedelta(hours=s.retention_idempotency_key_hours),
+        )
+        self.background.append(self.retention.run)
         if not publishes_events:
             return self.db
         self.relay = OutboxRelay(
@@ -103,6 +112,7 @@ class ServiceApp:
             handlers=handlers,
             create_topics=s.kafka_create_topics,
             partitions=s.kafka_topic_partitions,
+            batch_size=s.consumer_batch_size,
             one_record_per_batch=s.kafka_one_record_per_batch,
             fetch_wait_ms=s.kafka_fetch_wait_max_ms,
         )

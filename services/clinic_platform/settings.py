@@ -71,6 +71,15 @@ class ServiceSettings(BaseSettings):
     # Republish outbox events sent within this window when the broker turns out to be a new
     # (empty) instance, as the memory-only local broker is after a restart.
     outbox_replay_window_hours: float = 24 * 7
+    # Events a consumer takes from the broker and applies in one database transaction.
+    consumer_batch_size: int = 500
+    # Retention (a background job): published outbox rows are kept as long as a new broker may
+    # need them republished; processed inbox rows longer still, so no redelivery can find its
+    # event forgotten and apply it twice; idempotency keys answer retries for this long.
+    retention_outbox_hours: float = 24 * 7
+    retention_inbox_hours: float = 24 * 14
+    retention_idempotency_key_hours: float = 24 * 7
+    retention_every_minutes: float = 60
 
     @field_validator("clinic_time_zone")
     @classmethod
@@ -80,6 +89,17 @@ class ServiceSettings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"CLINIC_TIME_ZONE {value!r} is not an IANA time zone") from None
         return value
+
+    @model_validator(mode="after")
+    def _inbox_outlives_replays(self) -> ServiceSettings:
+        if self.retention_inbox_hours <= self.outbox_replay_window_hours:
+            raise ValueError(
+                "RETENTION_INBOX_HOURS must exceed OUTBOX_REPLAY_WINDOW_HOURS: a republished event"
+                " whose inbox row was pruned would be applied twice"
+            )
+        if self.retention_outbox_hours < self.outbox_replay_window_hours:
+            raise ValueError("RETENTION_OUTBOX_HOURS must be at least OUTBOX_REPLAY_WINDOW_HOURS")
+        return self
 
     @model_validator(mode="after")
     def _local_defaults(self) -> ServiceSettings:

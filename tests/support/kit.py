@@ -7,7 +7,7 @@ import secrets
 import uuid
 
 import asyncpg
-from sqlalchemy import Column, MetaData, Table, Text, Uuid, text
+from sqlalchemy import BigInteger, Column, Identity, MetaData, Table, Text, Uuid, text
 
 from clinic_platform.db import Database, new_metadata
 
@@ -17,6 +17,7 @@ def kit_metadata() -> MetaData:
     Table(
         "ledger",
         metadata,
+        Column("seq", BigInteger, Identity(), primary_key=True),  # the order effects were applied in
         Column("event_id", Uuid, nullable=False),
         Column("aggregate_id", Text, nullable=False),
         Column("note", Text, nullable=False),
