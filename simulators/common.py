@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ class IdempotentApi:
 
     faults: Faults = field(default_factory=Faults)
     replies: dict[str, tuple[str, int, dict]] = field(default_factory=dict)
+    replays: Counter = field(default_factory=Counter)  # per key: retries answered, not done again
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def handle(
@@ -64,6 +66,8 @@ class IdempotentApi:
             if known is None:
                 status, reply = operate(body)
                 self.replies[key] = known = (_fingerprint(body), status, reply)
+            else:
+                self.replays[key] += 1
         if mode in ("timeout", "slow"):
             await asyncio.sleep(delay)  # a timeout: the work is done, the answer comes too late
         return web.json_response(known[2], status=known[1])

@@ -2,7 +2,8 @@
 read what patients would get.
 
 Like a real mailbox store, it keeps one copy per Message-ID (a message sent twice shows once; the
-repeat is counted). Mail is appended to a file, so it survives a restart of the server.
+repeat is counted, and each message says how often it was received since the server started).
+Mail is appended to a file, so it survives a restart of the server.
 
     python -m simulators.mailbox --smtp-port 2525 --port 7102 --store var/mailbox/messages.jsonl
     GET /messages?to=<address>     what an address received, oldest first
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections import Counter
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -30,10 +32,12 @@ class Mailbox:
         if store.exists():
             self.messages = [json.loads(line) for line in store.read_text().splitlines() if line.strip()]
         self._ids = {m["message_id"] for m in self.messages}
+        self.received = Counter(self._ids)  # sends per Message-ID (a test can see a repeat)
 
     async def handle_DATA(self, server, session, envelope) -> str:  # aiosmtpd handler hook
         parsed = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
         message_id = (parsed["Message-ID"] or "").strip()
+        self.received[message_id] += 1
         if message_id and message_id in self._ids:
             self.repeats += 1
             return "250 OK (already delivered)"
@@ -56,7 +60,9 @@ class Mailbox:
 
     async def list_messages(self, request: web.Request) -> web.Response:
         to = request.query.get("to", "").lower()
-        found = [m for m in self.messages if not to or to in m["to"]]
+        found = [
+            m | {"received": self.received[m["message_id"]]} for m in self.messages if not to or to in m["to"]
+        ]
         return web.json_response({"messages": found, "repeats_dropped": self.repeats})
 
 

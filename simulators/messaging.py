@@ -3,7 +3,8 @@
 POST /v1/sms    {"to": "+49...", "text": ...}        Idempotency-Key header -> {"id": ...}
 POST /v1/push   {"user_id": ..., "title", "body"}    Idempotency-Key header -> {"id": ...}
 POST /_faults   {"mode": "timeout"|"error"|"slow"|"reject", "times": N, "delay": s, "match": {"to": ...}}
-GET  /messages?to=<phone or user id>                 what was delivered
+GET  /messages?to=<phone or user id>                 what was delivered; "requests" counts the
+                                                     times each was asked for (repeats replayed)
 
 python -m simulators.messaging --port 7103
 """
@@ -25,22 +26,24 @@ class Messaging:
         self.api = IdempotentApi()
         self.delivered: list[dict] = []
 
-    def _deliver(self, kind: str, to: str, body: dict) -> tuple[int, dict]:
+    def _deliver(self, request: web.Request, kind: str, to: str, body: dict) -> tuple[int, dict]:
         message_id = f"{kind}_{uuid.uuid4().hex[:16]}"
-        self.delivered.append({"id": message_id, "kind": kind, "to": to, **body})
+        key = request.headers["Idempotency-Key"]
+        self.delivered.append({"id": message_id, "kind": kind, "to": to, "key": key, **body})
         return 200, {"id": message_id, "status": "delivered"}
 
     async def sms(self, request: web.Request) -> web.Response:
         def operate(body: dict):
             if not E164.match(body.get("to", "")):
                 return 400, {"code": "invalid_number"}
-            return self._deliver("sms", body["to"], {"text": body.get("text", "")})
+            return self._deliver(request, "sms", body["to"], {"text": body.get("text", "")})
 
         return await self.api.handle(request, "Idempotency-Key", operate)
 
     async def push(self, request: web.Request) -> web.Response:
         def operate(body: dict):
             return self._deliver(
+                request,
                 "push",
                 body.get("user_id", ""),
                 {"title": body.get("title", ""), "body": body.get("body", "")},
@@ -50,7 +53,12 @@ class Messaging:
 
     async def messages(self, request: web.Request) -> web.Response:
         to = request.query.get("to", "")
-        return web.json_response({"messages": [m for m in self.delivered if not to or m["to"] == to]})
+        found = [
+            m | {"requests": 1 + self.api.replays[m["key"]]}
+            for m in self.delivered
+            if not to or m["to"] == to
+        ]
+        return web.json_response({"messages": found})
 
 
 if __name__ == "__main__":

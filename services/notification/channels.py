@@ -3,6 +3,9 @@
 Every message carries an identity derived from its delivery id: the email's Message-ID, the
 provider's idempotency key. A delivery sent again after a crash is recognised as the same
 message by the mailbox or the provider, so a person never gets it twice.
+
+A channel's own timeout bounds each network step; the notifier bounds a whole send
+(`send_timeout_seconds`), which the claim's lease is derived from.
 """
 
 from __future__ import annotations
@@ -59,7 +62,9 @@ class Email:
                 timeout=self.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            raise PermanentFailure(f"the mail server refused {delivery.address}: {exc}") from exc
+            # The reason is stored, published and logged: the server's codes, never the address.
+            codes = ", ".join(str(r.code) for r in exc.recipients)
+            raise PermanentFailure(f"SMTP: the mail server refused the address ({codes})") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TemporaryFailure(f"SMTP: {type(exc).__name__}: {exc}") from exc
 

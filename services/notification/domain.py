@@ -4,6 +4,7 @@ how often to retry, and the templates. No gRPC and no SQL here."""
 from __future__ import annotations
 
 import functools
+import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -123,6 +124,8 @@ DEFAULTS: dict[str, tuple[str, str, str]] = {
 VARIABLES = frozenset(
     {"clinic", "name", "when", "previous_when", "doctor", "requester", "amount", "decision"}
 )
+# What ends a line (str.splitlines' set, which the email package refuses in a header value).
+_LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")
 _html = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
 _text = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
 
@@ -137,6 +140,8 @@ def check_template(channel: str, subject: str, body: str) -> None:
         raise InvalidArgument("template.subject", "SMS and push messages have no subject")
     if not body.strip():
         raise InvalidArgument("template.body", "is required: a message needs a text")
+    if _LINE_BREAKS.search(subject):
+        raise InvalidArgument("template.subject", "must be one line: a subject is a mail header")
     for field, source in (("template.subject", subject), ("template.body", body)):
         try:
             parsed = _text.parse(source)
@@ -156,8 +161,10 @@ def _compiled(source: str, html: bool):
 
 
 def render(subject: str, body: str, variables: dict) -> tuple[str, str, str]:
-    """(subject, plain text, HTML with every value escaped) of a message."""
+    """(subject, plain text, HTML with every value escaped) of a message. The subject is one line
+    whatever the values hold (a display name with a line break must not add a mail header)."""
     text = _compiled(body, False).render(variables)
     escaped = _compiled(body, True).render(variables)
     html = "<p>" + escaped.replace("\n\n", "</p><p>").replace("\n", "<br>") + "</p>"
-    return _compiled(subject, False).render(variables), text, html
+    one_line = _LINE_BREAKS.sub(" ", _compiled(subject, False).render(variables)).strip()
+    return one_line, text, html

@@ -42,6 +42,9 @@ class Settings(ServiceSettings):
     # A delivery that keeps failing is retried with backoff (base * 2^n, at most 5 min), then FAILED.
     notification_max_attempts: int = 8
     notification_retry_base_seconds: float = 2.0
+    # The text (subject, body) of a delivery SENT or FAILED this long ago is blanked; its row stays
+    # in the delivery log with status and times (Notifier.prune_bodies, run by the retention job).
+    notification_body_retention_days: float = 30.0
 
 
 async def seed_templates(db: Database) -> None:
@@ -85,6 +88,10 @@ def build(settings: Settings) -> ServiceApp:
             reminder_lead=timedelta(hours=settings.reminder_lead_hours),
             max_attempts=settings.notification_max_attempts,
             retry_base_seconds=settings.notification_retry_base_seconds,
+            # A whole send gets as long as the slower channel's client waits for one step.
+            send_timeout_seconds=max(
+                settings.smtp_timeout_seconds, settings.messaging_provider_timeout_seconds
+            ),
         ),
         bootstrap=settings.kafka_bootstrap,
         one_record_per_batch=settings.kafka_one_record_per_batch,
@@ -92,6 +99,11 @@ def build(settings: Settings) -> ServiceApp:
     app.on_start.append(lambda: seed_templates(db))
     app.add_consumer([topic_for(source) for source in SOURCES], handlers(notifier))
     app.background.append(notifier.run)
+    app.retention.add(
+        "notification_bodies",
+        notifier.prune_bodies,
+        timedelta(days=settings.notification_body_retention_days),
+    )
     app.add_servicer(
         rpc.add_NotificationServiceServicer_to_server,
         NotificationApi(db),

@@ -6,12 +6,18 @@
    contact details are known, turns due reminders into notices, and sends due deliveries —
    claimed with a lease, sent with an idempotency key derived from the delivery, retried with
    backoff, FAILED after `max_attempts` (NotificationFailed, and the source event to the DLQ).
+
+Replicas share the work: a claim is exclusive while its lease lasts, and the lease outlives the
+worst-case batch. A send starts only while the lease covers it to its end, and a result is
+recorded only while the claim is still this replica's (its attempt number is the claim's token).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,6 +55,23 @@ APPOINTMENT_MESSAGES = {
     appointments.AppointmentCancelled: "APPOINTMENT_CANCELLED",
     appointments.AppointmentCompleted: "APPOINTMENT_COMPLETED",
 }  # a no-show tells nobody; it only cancels the reminder
+# Claims due deliveries for `lease` seconds on the database's clock (one clock for every replica).
+# SKIP LOCKED passes over rows another replica is claiming; the outer conditions re-check a row
+# whose claim committed meanwhile. Each claim's attempt number is new: the token results check.
+CLAIM = text(
+    "UPDATE deliveries SET next_attempt_time = now() + make_interval(secs => :lease),"
+    " attempts = attempts + 1, update_time = now()"
+    " WHERE id IN (SELECT id FROM deliveries WHERE status = 'PENDING' AND next_attempt_time <= now()"
+    " ORDER BY next_attempt_time LIMIT :n FOR UPDATE SKIP LOCKED)"
+    " AND status = 'PENDING' AND next_attempt_time <= now() RETURNING *"
+)
+# A subject is never empty before pruning (SMS and push take the clinic's name): it marks what is
+# left to prune, and ix_deliveries_unpruned holds exactly those rows.
+PRUNE_BODIES = text(
+    "UPDATE deliveries SET subject = '', body = '', html = ''"
+    " WHERE id IN (SELECT id FROM deliveries WHERE status IN ('SENT', 'FAILED') AND subject <> ''"
+    " AND update_time < :older_than ORDER BY update_time LIMIT :n FOR UPDATE SKIP LOCKED)"
+)
 INVOICE_MESSAGES = {
     payment_resources.INVOICE_STATUS_DUE: "INVOICE_DUE",
     payment_resources.INVOICE_STATUS_PAID: "INVOICE_PAID",
@@ -62,10 +85,24 @@ class NotifierSettings:
     reminder_lead: timedelta
     max_attempts: int = 8
     retry_base_seconds: float = 2.0
-    lease_seconds: float = 30.0
     poll_seconds: float = 0.5
     batch_size: int = 50
     concurrency: int = 16
+    # The most one send may take on any channel; a slower one is cut off as a temporary failure.
+    send_timeout_seconds: float = 10.0
+    # On top of the sends: time to record their results.
+    lease_margin_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.concurrency < 1 or self.send_timeout_seconds <= 0:
+            raise ValueError("batch_size, concurrency and send_timeout_seconds must be positive")
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim lasts: a batch whose every send takes the full timeout, `concurrency`
+        at a time, still ends inside it (50 / 16 at 10 s: 4 rounds, 45 s with the margin)."""
+        rounds = math.ceil(self.batch_size / self.concurrency)
+        return rounds * self.send_timeout_seconds + self.lease_margin_seconds
 
 
 def _preferences(prefs: user_resources.NotificationPreferences) -> dict:
@@ -421,37 +458,58 @@ class Notifier:
 
     async def send_due(self) -> int:
         """Claim due deliveries (a lease: a crashed sender's claim runs out), send, record."""
-        now = datetime.now(UTC)
-        lease = now + timedelta(seconds=self.settings.lease_seconds)
+        lease = self.settings.lease_seconds
+        deadline = time.monotonic() + lease  # taken before the claim: it ends no later than the lease
         async with self.db.transaction() as session:
-            claimed = (
-                await session.execute(
-                    text(
-                        "UPDATE deliveries SET next_attempt_time = :lease, attempts = attempts + 1,"
-                        " update_time = :now WHERE id IN (SELECT id FROM deliveries"
-                        " WHERE status = 'PENDING' AND next_attempt_time <= :now"
-                        " ORDER BY next_attempt_time LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING *"
-                    ),
-                    {"lease": lease, "now": now, "n": self.settings.batch_size},
-                )
-            ).all()
+            claimed = (await session.execute(CLAIM, {"lease": lease, "n": self.settings.batch_size})).all()
         if not claimed:
             return 0
         gate = asyncio.Semaphore(self.settings.concurrency)
 
         async def send(delivery) -> None:
             async with gate:
-                try:
-                    await self.channels[delivery.channel].send(delivery)
-                except TemporaryFailure as exc:
-                    await self._failed(delivery, str(exc), permanent=False)
-                except PermanentFailure as exc:
-                    await self._failed(delivery, str(exc), permanent=True)
-                else:
-                    await self._sent(delivery)
+                # The lease covers a normal batch; if recording stalled the batch (the database, a
+                # DLQ write waiting for the broker), a send that could end after the lease is left
+                # to the next claim: another replica may already be sending it.
+                if time.monotonic() + self.settings.send_timeout_seconds > deadline:
+                    log.warning("lease too short to send, left for a new claim", extra=_ids(delivery))
+                    return
+                await self._send(delivery)
 
-        await asyncio.gather(*(send(d) for d in claimed))
+        results = await asyncio.gather(*(send(d) for d in claimed), return_exceptions=True)
+        for result in results:  # the database failed while recording: the dispatcher retries
+            if isinstance(result, Exception):
+                raise result
         return len(claimed)
+
+    async def _send(self, delivery) -> None:
+        """One attempt. Whatever goes wrong is this delivery's failure, never the batch's."""
+        timeout = self.settings.send_timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):  # every channel, however its client counts time
+                await self.channels[delivery.channel].send(delivery)
+        except PermanentFailure as exc:
+            await self._failed(delivery, str(exc), permanent=True)
+        except TemporaryFailure as exc:
+            await self._failed(delivery, str(exc), permanent=False)
+        except TimeoutError:
+            await self._failed(delivery, f"no answer within {timeout:g} s", permanent=False)
+        except Exception as exc:
+            # A bug or an error no channel foresaw: a temporary failure, so the attempt cap ends it.
+            # Only its class is told: its text may hold the address or the message.
+            log.error("unexpected error sending a notification", extra=_ids(delivery, exc))
+            await self._failed(delivery, f"unexpected {type(exc).__name__}", permanent=False)
+        else:
+            await self._sent(delivery)
+
+    def _ours(self, delivery) -> tuple:
+        """The delivery, while the claim it was sent under is still the newest."""
+        deliveries = store.deliveries.c
+        return (
+            deliveries.id == delivery.id,
+            deliveries.attempts == delivery.attempts,
+            deliveries.status == "PENDING",
+        )
 
     def _event_fields(self, delivery) -> dict:
         return {
@@ -466,11 +524,14 @@ class Notifier:
     async def _sent(self, delivery) -> None:
         now = datetime.now(UTC)
         async with self.db.transaction() as session:
-            await session.execute(
+            recorded = await session.execute(
                 update(store.deliveries)
-                .where(store.deliveries.c.id == delivery.id)
+                .where(*self._ours(delivery))
                 .values(status="SENT", send_time=now, update_time=now, failure_reason="")
             )
+            if not recorded.rowcount:
+                log.warning("sent, but the claim had run out: the newer claim records", extra=_ids(delivery))
+                return
             event = events_pb2.NotificationSent(**self._event_fields(delivery), send_time=timestamp(now))
             await self.outbox.add(session, event, aggregate_id=str(delivery.recipient_id))
 
@@ -484,22 +545,24 @@ class Notifier:
             delay = domain.retry_delay(delivery.attempts, self.settings.retry_base_seconds)
             values["next_attempt_time"] = now + delay
         async with self.db.transaction() as session:
-            await session.execute(
-                update(store.deliveries).where(store.deliveries.c.id == delivery.id).values(**values)
+            recorded = await session.execute(
+                update(store.deliveries).where(*self._ours(delivery)).values(**values)
             )
+            if not recorded.rowcount:
+                log.warning(
+                    "failed, but the claim had run out: the newer claim records", extra=_ids(delivery)
+                )
+                return
             if final:
                 event = events_pb2.NotificationFailed(
                     **self._event_fields(delivery), failure_reason=reason[:500], fail_time=timestamp(now)
                 )
                 await self.outbox.add(session, event, aggregate_id=str(delivery.recipient_id))
         if final:
-            log.error("notification failed for good", extra={"delivery": str(delivery.id), "reason": reason})
+            log.error("notification failed for good", extra=_ids(delivery) | {"reason": reason})
             await self._dead_letter(delivery, reason)
         else:
-            log.warning(
-                "notification not sent yet, will retry",
-                extra={"delivery": str(delivery.id), "reason": reason},
-            )
+            log.warning("notification not sent yet, will retry", extra=_ids(delivery) | {"reason": reason})
 
     async def _dead_letter(self, delivery, reason: str) -> None:
         """The source event of a delivery that failed for good goes to its topic's DLQ."""
@@ -530,6 +593,21 @@ class Notifier:
             consumer="notification",
             attempts=delivery.attempts,
         )
+
+    # -- 3. retention -------------------------------------------------------------------------------
+    async def prune_bodies(self, older_than: datetime, limit: int = 1000) -> int:
+        """Blank the subject and text of up to `limit` deliveries that were SENT or FAILED before
+        `older_than`; the row stays in the delivery log with its status, attempts and times.
+        Returns how many it blanked (fewer than `limit`: nothing older is left)."""
+        async with self.db.transaction() as session:
+            pruned = await session.execute(PRUNE_BODIES, {"older_than": older_than, "n": limit})
+        return pruned.rowcount
+
+
+def _ids(delivery, error: Exception | None = None) -> dict:
+    """What a log line may say of a delivery: ids and an error's class, never address or text."""
+    fields = {"delivery": str(delivery.id), "channel": delivery.channel, "attempt": delivery.attempts}
+    return fields | ({"error": type(error).__name__} if error is not None else {})
 
 
 def handlers(notifier: Notifier) -> dict:

@@ -80,6 +80,12 @@ deliveries = Table(
     ),
     Index("ix_deliveries_due", "next_attempt_time", postgresql_where="status = 'PENDING'"),
     Index("ix_deliveries_recipient", "recipient_id", "create_time"),
+    # Finished deliveries whose text is still kept: what retention prunes next.
+    Index(
+        "ix_deliveries_unpruned",
+        "update_time",
+        postgresql_where="status IN ('SENT', 'FAILED') AND subject <> ''",
+    ),
 )
 
 source_events = Table(

@@ -205,6 +205,22 @@ def test_an_admin_edits_a_template_and_the_next_message_uses_it_escaped_in_html(
         edge.http.patch(path, params={"update_mask": "body"}, json=original, headers=admin.auth)
 
 
+def test_a_template_subject_with_a_line_break_is_refused_and_the_template_stays(clinic, mesh):
+    edge, admin, _ = clinic
+    [template] = edge.http.get(
+        "/v1/notifications/templates",
+        params={"event_type": "APPOINTMENT_CANCELLED", "channel": "EMAIL"},
+        headers=admin.auth,
+    ).json()["templates"]
+    path = f"/v1/notifications/templates/{template['id']}"
+    injected = {"subject": "Cancelled\r\nBcc: everyone@example.org"}  # a subject is a mail header
+
+    refused = edge.http.patch(path, params={"update_mask": "subject"}, json=injected, headers=admin.auth)
+    assert refused.status_code == 400, refused.text
+    assert "template.subject" in refused.json()["message"]
+    assert edge.http.get(path, headers=admin.auth).json()["template"]["subject"] == template["subject"]
+
+
 def first_slot_within(edge, person, doctor, hours: float) -> str:
     """The earliest free slot starting 30 minutes to `hours` hours from now."""
     today = datetime.now(ZONE).date()

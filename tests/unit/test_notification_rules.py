@@ -9,6 +9,7 @@ import pytest
 
 from clinic_platform.errors import InvalidArgument
 from notification import domain
+from notification.notifier import NotifierSettings
 
 
 @pytest.mark.parametrize(
@@ -79,3 +80,26 @@ def test_a_template_naming_an_unknown_variable_is_refused_and_one_that_slips_thr
         domain.check_template("EMAIL", "Hi", "Dear {{ nme }}")
     with pytest.raises(Exception, match="undefined"):
         domain.render("", "Dear {{ nme }}", {"name": "Al"})
+
+
+@pytest.mark.parametrize("line_break", ["\n", "\r\n", "\r", "\u2028", "\x85"])
+def test_a_subject_template_with_a_line_break_is_refused_naming_the_field(line_break):
+    with pytest.raises(InvalidArgument, match=r"template\.subject.*one line"):
+        domain.check_template("EMAIL", f"Your visit{line_break}Bcc: everyone@example.org", "text")
+
+
+def test_a_value_with_a_line_break_never_breaks_the_rendered_subject_but_stays_in_the_body():
+    variables = {"name": "Al\r\nBcc: everyone@example.org", "clinic": "C\u2028X"}
+    subject, text, _ = domain.render("Hi {{ name }} from {{ clinic }}", "Dear {{ name }}", variables)
+    assert subject == "Hi Al Bcc: everyone@example.org from C X"
+    assert text == "Dear Al\r\nBcc: everyone@example.org"
+
+
+def test_the_lease_outlives_a_batch_whose_every_send_takes_the_full_timeout():
+    settings = NotifierSettings("C", "Europe/Berlin", timedelta(hours=24), send_timeout_seconds=10.0)
+    assert (settings.batch_size, settings.concurrency) == (50, 16)
+    assert settings.lease_seconds == 4 * 10.0 + settings.lease_margin_seconds  # ceil(50 / 16) rounds
+    one_round = NotifierSettings("C", "Europe/Berlin", timedelta(hours=24), batch_size=16, concurrency=16)
+    assert one_round.lease_seconds == one_round.send_timeout_seconds + one_round.lease_margin_seconds
+    with pytest.raises(ValueError, match="concurrency"):
+        NotifierSettings("C", "Europe/Berlin", timedelta(hours=24), concurrency=0)
