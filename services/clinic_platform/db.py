@@ -52,8 +52,17 @@ def new_metadata() -> MetaData:
         Column("request_id", Text),
         Column("occurred_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("published_at", DateTime(timezone=True)),
-        Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+        # Deliveries the broker refused (a broker that is down does not count), the last refusal,
+        # and when the relay stopped trying: see "parking" in clinic_platform.outbox.
+        Column("attempts", SmallInteger, nullable=False, server_default=text("0")),
+        Column("last_error", Text),
+        Column("parked_at", DateTime(timezone=True)),
+        # What the relay still has to send, in order; and the few rows it gave up on.
+        Index(
+            "ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL AND parked_at IS NULL")
+        ),
         Index("ix_outbox_published_at", "published_at"),
+        Index("ix_outbox_parked", "id", postgresql_where=text("parked_at IS NOT NULL")),
     )
     Table(
         "inbox",
@@ -169,3 +178,19 @@ class Database:
         if self._pool is not None:
             await self._pool.close()
         await self.engine.dispose()
+
+
+async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`'s transaction, for a consumer's hot statements:
+    SQLAlchemy's async layer costs several times the CPU of a short statement."""
+    connection = await (await session.connection()).get_raw_connection()
+    raw: asyncpg.Connection = connection.driver_connection
+    if not raw.is_in_transaction():
+        # SQLAlchemy's asyncpg adapter opens the transaction with its first statement.
+        await session.execute(text("SELECT 1"))
+    return raw
+
+
+def wrote_events(session: AsyncSession) -> None:
+    """Tell the outbox relay, once `session` commits, that it wrote outbox rows itself."""
+    session.info["wrote_events"] = True

@@ -10,6 +10,23 @@ the delivered prefix published. A transaction-scoped advisory lock lets one rela
 at a time, which is what keeps events of one aggregate in order across replicas. On failure it
 backs off and tries again; a repeat carries the same `ce_id`, so consumers drop the duplicate.
 
+Parking: an event the broker refuses for what it is (too large, an invalid record), not because
+it is down, would otherwise hold back every later event of the service forever. The relay counts
+such refusals per row (`attempts`, `last_error`); a row refused before is sent alone, so its next
+refusal is surely its own and not a batch-mate's, and after `max_attempts` refusals it is parked
+(`parked_at`), logged at ERROR (event id and type, never the payload), and the relay goes on with
+the later rows. Later events of the same aggregate then overtake the parked one. We accept that:
+the alternative blocks every event of the service (one topic, one relay) behind a record the
+broker will never take, consumers already take versions out of order (an older one arriving late
+changes nothing), and the ERROR line and `parked_events` make it an alarm. Once the cause is fixed,
+`UPDATE outbox SET parked_at = NULL WHERE event_id = ...` sends it again (alone; if it is still
+refused, it is parked again at once). A broker that is down, slow, or missing the topic is not the
+event's fault: nothing is counted or parked, and the age of the oldest unsent event says it all.
+
+Stuck: `oldest_unsent_age_seconds()` (for a metric) is the age of the oldest event still to send;
+while it is above `stuck_after_seconds` the relay logs an ERROR every `stuck_log_every_seconds`,
+and an INFO once it is back below.
+
 The memory-only local broker forgets everything when it restarts. The relay remembers the broker's
 cluster id; when a different (new) broker answers, it republishes the events of the replay window,
 which idempotent consumers absorb. Against a real Kafka cluster the id never changes.
@@ -27,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from google.protobuf.message import Message
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,6 +87,27 @@ class BrokerUnavailable(Exception):
     pass
 
 
+class EventRefused(Exception):
+    """The broker refused an event for what it is; it is retried (alone) until it is parked."""
+
+
+# Errors about the record itself: sending the same bytes again cannot help. Everything else (time
+# outs, a broker down or restarting, a full local queue, an unknown topic, missing rights) is
+# retried without counting; a topic-wide problem hits every event of the service alike, so parking
+# them one by one would only empty the outbox into the parked pile.
+RECORD_REFUSALS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,  # over message.max.bytes (produce() raises it) or the broker's limit
+        KafkaError.INVALID_RECORD,
+        KafkaError.RECORD_LIST_TOO_LARGE,  # a batch of one (how a refused row is retried) is its record
+    }
+)
+
+
+def _refused(error: object) -> bool:
+    return isinstance(error, KafkaError) and error.code() in RECORD_REFUSALS
+
+
 # One relay at a time per database; the key is any stable 64-bit number.
 RELAY_LOCK_KEY = zlib.crc32(b"clinic.outbox.relay")
 
@@ -88,8 +126,16 @@ class OutboxRelay:
         linger_seconds: float = 0.005,
         broker_check_seconds: float = 5.0,
         replay_window: timedelta = timedelta(days=7),
-        one_record_per_batch: bool = True,
+        one_record_per_batch: bool = False,
+        max_attempts: int = 5,
+        stuck_after_seconds: float = 30.0,
+        stuck_log_every_seconds: float = 60.0,
+        age_check_seconds: float = 1.0,
     ) -> None:
+        if max_attempts < 2:
+            raise ValueError(
+                "max_attempts must be at least 2: a row is parked only after it is refused alone"
+            )
         self.db = db
         self.bootstrap = bootstrap
         self.source = events.source_for(service)
@@ -100,6 +146,10 @@ class OutboxRelay:
         self.linger_seconds = linger_seconds
         self.broker_check_seconds = broker_check_seconds
         self.replay_window = replay_window
+        self.max_attempts = max_attempts
+        self.stuck_after_seconds = stuck_after_seconds
+        self.stuck_log_every_seconds = stuck_log_every_seconds
+        self.age_check_seconds = age_check_seconds
         self._producer_config = producer_config(
             bootstrap, f"{service}-outbox-relay", one_record_per_batch=one_record_per_batch
         )
@@ -109,19 +159,41 @@ class OutboxRelay:
         self._broker_checked_at = 0.0
         self.published_total = 0
         self.last_error: str | None = None  # why the last attempt failed; None once it succeeds
+        self.parked_total = 0  # rows this relay parked
+        self.parked_events = 0  # rows parked in the database, as of the last age check
+        self._oldest_unsent_since: float | None = None  # monotonic time; None: nothing to send
+        self._stuck_logged_at: float | None = None  # set while the relay counts as stuck
+
+    def oldest_unsent_age_seconds(self) -> float:
+        """How long the oldest event still to be published (parked ones aside) has waited, as of
+        the last check (every `age_check_seconds` while `run` runs); 0 when there is none. It
+        keeps growing while the database cannot be asked: then nothing is published either."""
+        if self._oldest_unsent_since is None:
+            return 0.0
+        return time.monotonic() - self._oldest_unsent_since
 
     def wake(self) -> None:
         """Called after a transaction that wrote events commits."""
         self._wakeup.ring()
 
     async def run(self, stopping: asyncio.Event) -> None:
+        # The age is watched beside publishing, so the alarm sounds even while a round hangs.
+        watching = asyncio.create_task(self._watch_age(stopping))
+        try:
+            await self._publish_until(stopping)
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+
+    async def _publish_until(self, stopping: asyncio.Event) -> None:
         delay = 0.1
         failing_since: float | None = None
         while not stopping.is_set():
             try:
                 published = await self.publish_batch()
             except Exception as exc:
-                # Broker or database down: nothing is lost, the rows stay unpublished.
+                # Broker or database down, or an event refused: nothing is lost, the rows stay.
                 self.last_error = str(exc)
                 if failing_since is None:
                     failing_since = time.monotonic()
@@ -144,40 +216,79 @@ class OutboxRelay:
         await asyncio.to_thread(self.producer.flush, DELIVERY_TIMEOUT_MS / 1000)
 
     async def publish_batch(self) -> int:
-        """Publish up to batch_size events; returns how many were published."""
-        failure: str | None = None
+        """Publish up to batch_size events; returns how many rows are done (published or parked)."""
+        failure: Exception | None = None
         pool = await self.db.pool()
         async with pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK_KEY):
                 return 0  # another replica is publishing
             await self._check_broker(conn)
             rows = await conn.fetch(
-                "SELECT id, event_id, topic, event_type, aggregate_id, payload, request_id, occurred_at "
-                "FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                "SELECT id, event_id, topic, event_type, aggregate_id, payload, request_id, occurred_at, "
+                "attempts FROM outbox WHERE published_at IS NULL AND parked_at IS NULL "
+                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self.batch_size,
             )
             if not rows:
                 return 0
+            if rows[0]["attempts"]:
+                rows = rows[:1]  # refused before: alone, so that a refusal is its own (see "Parking")
             if self._producer_failed:
                 # After a failed delivery start a fresh producer: an idempotent producer facing a
                 # new broker instance retries forever with a producer id that broker never issued.
                 self.producer = Producer(self._producer_config)
                 self._producer_failed = False
             errors = await asyncio.to_thread(self._deliver, rows)
-            delivered = []
+            delivered, parked = [], 0
+            # Keep order: stop at the first failure and retry from there, unless the row is parked.
             for row, error in zip(rows, errors, strict=True):
-                if error is not None:  # keep order: stop at the first failure, retry from there
-                    failure = str(error)
+                if error is None:
+                    delivered.append(row["id"])
+                elif not _refused(error):
+                    failure = BrokerUnavailable(f"{len(rows) - len(delivered)} events not delivered: {error}")
                     break
-                delivered.append(row["id"])
+                elif await self._count_refusal(conn, row, error, alone=len(rows) == 1):
+                    parked += 1  # and go on with the later rows
+                else:
+                    event = f"{row['event_id']} ({row['event_type']})"
+                    failure = EventRefused(f"the broker refused event {event}: {error.str()}")
+                    break
             if delivered:
                 await conn.execute(
                     "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", delivered
                 )
         self.published_total += len(delivered)
-        if failure:
-            raise BrokerUnavailable(f"{len(rows) - len(delivered)} events not delivered: {failure}")
-        return len(delivered)
+        if failure is not None:
+            raise failure
+        return len(delivered) + parked
+
+    async def _count_refusal(
+        self, conn: asyncpg.Connection, row: Any, error: KafkaError, *, alone: bool
+    ) -> bool:
+        """Record a refusal of the row; returns True when the row is parked now."""
+        attempts = row["attempts"] + 1
+        park = alone and attempts >= self.max_attempts
+        await conn.execute(
+            "UPDATE outbox SET attempts = $2, last_error = $3, parked_at = CASE WHEN $4 THEN now() END "
+            "WHERE id = $1",
+            row["id"],
+            attempts,
+            error.str(),
+            park,
+        )
+        if park:
+            self.parked_total += 1
+            log.error(
+                "outbox event parked: the broker refuses it",
+                extra={
+                    "event_id": str(row["event_id"]),
+                    "type": row["event_type"],
+                    "topic": row["topic"],
+                    "attempts": attempts,
+                    "error": error.str(),
+                },
+            )
+        return park
 
     def _deliver(self, rows: list[Any]) -> list[Any]:
         """Produce rows in order and wait for every delivery report (runs in a worker thread)."""
@@ -201,7 +312,10 @@ class OutboxRelay:
             )
             try:
                 self.producer.produce(row["topic"], value, key, headers=headers, on_delivery=report(index))
-            except (BufferError, KafkaException) as exc:
+            except KafkaException as exc:
+                errors[index] = exc.args[0]  # a KafkaError, e.g. MSG_SIZE_TOO_LARGE
+                break
+            except BufferError as exc:
                 errors[index] = exc
                 break
         self.producer.flush(DELIVERY_TIMEOUT_MS / 1000 + 2)
@@ -237,6 +351,44 @@ class OutboxRelay:
             return self.producer.list_topics(timeout=3).cluster_id or ""
         except KafkaException as exc:
             raise BrokerUnavailable(f"broker at {self.bootstrap} does not answer: {exc}") from exc
+
+    async def _watch_age(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                async with asyncio.timeout(5):
+                    await self._refresh_age()
+            except Exception as exc:  # the database is down: publishing says so; the age grows on
+                log.debug("outbox age check failed", extra={"error": str(exc)})
+            self._alarm_if_stuck()
+            await _sleep_unless(stopping, self.age_check_seconds)
+
+    async def _refresh_age(self) -> None:
+        """The oldest unsent event's age and the number of parked events, from the database."""
+        pool = await self.db.pool()
+        async with pool.acquire() as conn:
+            # The oldest by id, not min(occurred_at): the index gives it at once, and ids follow
+            # time closely (an id is taken at insert, occurred_at at its transaction's start).
+            age, self.parked_events = await conn.fetchrow(
+                "SELECT (SELECT extract(epoch FROM clock_timestamp() - occurred_at)::float8 "
+                "FROM outbox WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT 1), "
+                "(SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL)"
+            )
+        self._oldest_unsent_since = None if age is None else time.monotonic() - max(age, 0.0)
+
+    def _alarm_if_stuck(self) -> None:
+        age, now = self.oldest_unsent_age_seconds(), time.monotonic()
+        if age > self.stuck_after_seconds:
+            if self._stuck_logged_at is None or now - self._stuck_logged_at >= self.stuck_log_every_seconds:
+                self._stuck_logged_at = now
+                log.error(
+                    "outbox events are not being published",
+                    extra={"oldest_unsent_age_seconds": round(age, 1), "error": self.last_error},
+                )
+        elif self._stuck_logged_at is not None:
+            self._stuck_logged_at = None
+            log.info(
+                "outbox events are being published again", extra={"oldest_unsent_age_seconds": round(age, 1)}
+            )
 
     async def _wait_for_work(self, stopping: asyncio.Event) -> None:
         if await self._wakeup.wait(stopping, self.idle_poll_seconds):
