@@ -8,9 +8,10 @@ as it arrives, so a quiet system adds no batching delay), and then:
    undecodable payload) goes to `<topic>.dlq`. An event type with no handler here is skipped and
    counted: a known type this service has no use for, or a type it does not know yet (a producer
    may ship new types before its consumers).
-2. applies the events in ONE database transaction: one statement inserts every `ce_id` into the
-   inbox and returns the new ones, then each new event's handler runs, in partition order. A
-   duplicate (already in the inbox, or twice in the batch) changes nothing.
+2. applies each partition's events in ONE database transaction (the partitions' transactions side
+   by side): one statement inserts every `ce_id` into the inbox and returns the new ones, then
+   each new event's handler runs, in partition order. A duplicate (already in the inbox, or twice
+   in the batch) changes nothing.
 3. commits the offsets, only after that transaction. A consumer killed in between reads the
    batch again and the inbox absorbs it.
 
@@ -240,7 +241,17 @@ class EventConsumer:
             item = await self._decode(msg)
             if item is not None:
                 pending.append(item)
-        await self._apply_in_order(pending, stopping)
+        # Partitions are independent (an aggregate's events share one), so each partition's events
+        # are applied in a transaction of their own, side by side: their round trips overlap.
+        by_partition: dict[Partition, list[Pending]] = {}
+        for item in pending:
+            by_partition.setdefault((item.msg.topic(), item.msg.partition()), []).append(item)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for items in by_partition.values():
+                    group.create_task(self._apply_in_order(items, stopping))
+        except* _Stopped:
+            raise _Stopped from None
         # Every message of the batch is applied, a duplicate, skipped or dead-lettered: the
         # offsets may be committed (not those of partitions another consumer owns by now).
         for msg in messages:

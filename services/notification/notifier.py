@@ -15,6 +15,7 @@ recorded only while the claim is still this replica's (its attempt number is the
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -39,7 +40,7 @@ from clinic.user_management.v1 import resources_pb2 as user_resources
 from clinic_platform import events
 from clinic_platform.consumer import DeadLetters
 from clinic_platform.convert import enum_name, enum_value, timestamp
-from clinic_platform.db import Database, after_commit
+from clinic_platform.db import Database, after_commit, raw_connection
 from clinic_platform.events import EventEnvelope
 from clinic_platform.money import from_proto
 from clinic_platform.outbox import Outbox
@@ -178,6 +179,9 @@ class Notifier:
         )
 
     async def on_appointment(self, session: AsyncSession, event, envelope: EventEnvelope) -> None:
+        """One reminder per confirmed appointment time (booking or moving schedules it, every other
+        change cancels what is scheduled) and a notice to the patient, unless an event as new was
+        applied already (telling an old one now would mislead). One statement: store.APPOINTMENT_EVENT."""
         variables = {
             "start_time": event.start_time.ToJsonString(),
             "doctor_id": event.doctor_id,
@@ -185,58 +189,36 @@ class Notifier:
         }
         if isinstance(event, appointments.AppointmentRescheduled):
             variables["previous_start_time"] = event.previous_start_time.ToJsonString()
-        if not await self._schedule_reminder(session, event):
-            return  # older than what we know of the appointment: telling it now would mislead
-        message = APPOINTMENT_MESSAGES.get(type(event))
-        if message is not None:
-            await self.notice(session, envelope, event, event.patient_id, message, variables=variables)
-
-    async def _schedule_reminder(self, session: AsyncSession, event) -> bool:
-        """One reminder per confirmed appointment time: booking or moving schedules it, every
-        other change cancels what is scheduled. False for an event older than the newest applied."""
-        appointment_id = uuid.UUID(event.appointment_id)
-        reminders = store.reminders.c
-        newest = await session.scalar(
-            select(reminders.appointment_version)
-            .where(reminders.appointment_id == appointment_id)
-            .order_by(reminders.appointment_version.desc())
-            .limit(1)
-            .with_for_update()
-        )
-        if newest is not None and event.version <= newest:
-            return False
         now = datetime.now(UTC)
-        await session.execute(
-            update(store.reminders)
-            .where(reminders.appointment_id == appointment_id, reminders.status == "SCHEDULED")
-            .values(status="CANCELLED", update_time=now)
-        )
         start = event.start_time.ToDatetime(tzinfo=UTC)
         confirmed = isinstance(event, appointments.AppointmentBooked | appointments.AppointmentRescheduled)
-        if newest is not None and not (confirmed and start > now):
-            # Nothing new to remind of: the newest row remembers this version (older events lose).
-            await session.execute(
-                update(store.reminders)
-                .where(reminders.appointment_id == appointment_id, reminders.appointment_version == newest)
-                .values(appointment_version=event.version, update_time=now)
-            )
-            return True
-        await session.execute(
-            insert(store.reminders).values(
-                id=uuid.uuid4(),
-                appointment_id=appointment_id,
-                patient_id=uuid.UUID(event.patient_id),
-                doctor_id=uuid.UUID(event.doctor_id),
-                visit_type=event.visit_type,
-                appointment_start_time=start,
-                send_time=start - self.settings.reminder_lead,
-                # A cancellation seen before its booking leaves a row only to remember its version.
-                status="SCHEDULED" if confirmed and start > now else "CANCELLED",
-                appointment_version=event.version,
-            )
+        conn = await raw_connection(session)
+        await conn.fetchval(
+            store.APPOINTMENT_EVENT,
+            uuid.UUID(event.appointment_id),
+            event.version,
+            confirmed and start > now,
+            now,
+            uuid.uuid4(),
+            uuid.UUID(event.patient_id),
+            uuid.UUID(event.doctor_id),
+            event.visit_type,
+            start,
+            start - self.settings.reminder_lead,
+            uuid.uuid4(),
+            uuid.UUID(envelope.id),
+            APPOINTMENT_MESSAGES.get(type(event)),
+            json.dumps(variables),
+            *self._source_event(envelope, event),
         )
         self._wake_after_commit(session)
-        return True
+
+    @staticmethod
+    def _source_event(envelope: EventEnvelope | None, event) -> tuple:
+        """topic, type, key, payload and time of the event a notice comes from (NULLs for none)."""
+        if envelope is None:
+            return None, None, None, None, None
+        return envelope.topic, envelope.type, envelope.key or "", event.SerializeToString(), envelope.time
 
     async def on_invoice_status_changed(self, session: AsyncSession, event, envelope: EventEnvelope) -> None:
         message = INVOICE_MESSAGES.get(event.new_status)
@@ -280,33 +262,16 @@ class Notifier:
     ) -> None:
         """Note that `recipient_id` must hear about this event (once: a repeat changes nothing).
         The source event is kept with it, to hand it to the DLQ if its messages fail for good."""
-        source = source_id or uuid.UUID(envelope.id)
-        created = await session.execute(
-            insert(store.notices)
-            .values(
-                id=uuid.uuid4(),
-                source_event_id=source,
-                recipient_id=uuid.UUID(recipient_id),
-                event_type=event_type,
-                variables=variables,
-                status="NEW",
-            )
-            .on_conflict_do_nothing()
-            .returning(store.notices.c.id)
+        conn = await raw_connection(session)
+        await conn.execute(
+            store.NOTICE,
+            uuid.uuid4(),
+            source_id or uuid.UUID(envelope.id),
+            uuid.UUID(recipient_id),
+            event_type,
+            json.dumps(variables),
+            *self._source_event(envelope, event),
         )
-        if created.first() is not None and envelope is not None:
-            await session.execute(
-                insert(store.source_events)
-                .values(
-                    event_id=source,
-                    topic=envelope.topic,
-                    event_type=envelope.type,
-                    aggregate_key=envelope.key or "",
-                    payload=event.SerializeToString(),
-                    event_time=envelope.time,
-                )
-                .on_conflict_do_nothing()
-            )
         self._wake_after_commit(session)
 
     # -- 2. the dispatcher ---------------------------------------------------------------------------

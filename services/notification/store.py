@@ -128,3 +128,54 @@ templates = Table(
     Column("update_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("event_type", "channel", name="uq_templates_event_channel"),
 )
+
+# The consumer's hot statements, run on asyncpg (see Notifier.on_appointment and .notice).
+
+# A notice, and the source event kept beside it for the DLQ (not for reminders: $6 is NULL).
+NOTICE = """
+    WITH noticed AS (
+        INSERT INTO notices (id, source_event_id, recipient_id, event_type, variables, status)
+        VALUES ($1, $2, $3, $4, $5::jsonb, 'NEW')
+        ON CONFLICT DO NOTHING
+        RETURNING id
+    )
+    INSERT INTO source_events (event_id, topic, event_type, aggregate_key, payload, event_time)
+    SELECT $2, $6, $7, $8, $9, $10 FROM noticed WHERE $6::text IS NOT NULL
+    ON CONFLICT DO NOTHING
+"""
+
+# An appointment event in one statement. Unless an event as new was applied already ("fresh"):
+# what was scheduled is cancelled; a confirmed future time ($3) gets a new SCHEDULED reminder,
+# anything else leaves the newest row remembering this version (the first event of an appointment
+# inserts a CANCELLED row for that); and the patient gets a notice when there is a message ($13).
+APPOINTMENT_EVENT = """
+    WITH newest AS (
+        SELECT id, appointment_version FROM reminders WHERE appointment_id = $1
+        ORDER BY appointment_version DESC LIMIT 1 FOR UPDATE
+    ), fresh AS (
+        SELECT NOT EXISTS (SELECT 1 FROM newest WHERE appointment_version >= $2) AS yes
+    ), changed AS (
+        UPDATE reminders SET
+            status = CASE WHEN status = 'SCHEDULED' THEN 'CANCELLED' ELSE status END,
+            appointment_version = CASE
+                WHEN id = (SELECT id FROM newest) AND NOT $3 THEN $2 ELSE appointment_version END,
+            update_time = $4
+        WHERE appointment_id = $1 AND (SELECT yes FROM fresh)
+          AND (status = 'SCHEDULED' OR (id = (SELECT id FROM newest) AND NOT $3))
+    ), scheduled AS (
+        INSERT INTO reminders (id, appointment_id, patient_id, doctor_id, visit_type,
+                               appointment_start_time, send_time, status, appointment_version)
+        SELECT $5, $1, $6, $7, $8, $9, $10, CASE WHEN $3 THEN 'SCHEDULED' ELSE 'CANCELLED' END, $2
+        WHERE (SELECT yes FROM fresh) AND ($3 OR NOT EXISTS (SELECT 1 FROM newest))
+    ), noticed AS (
+        INSERT INTO notices (id, source_event_id, recipient_id, event_type, variables, status)
+        SELECT $11, $12, $6, $13, $14::jsonb, 'NEW' WHERE (SELECT yes FROM fresh) AND $13::text IS NOT NULL
+        ON CONFLICT DO NOTHING
+        RETURNING id
+    ), kept AS (
+        INSERT INTO source_events (event_id, topic, event_type, aggregate_key, payload, event_time)
+        SELECT $12, $15, $16, $17, $18, $19 FROM noticed
+        ON CONFLICT DO NOTHING
+    )
+    SELECT yes FROM fresh
+"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic.appointments.v1 import events_pb2 as appointment_events
 from clinic.payment.v1 import events_pb2, resources_pb2
 from clinic_platform.convert import enum_value, timestamp
-from clinic_platform.db import Database
+from clinic_platform.db import Database, raw_connection, wrote_events
 from clinic_platform.events import EventEnvelope
 from clinic_platform.money import Amount
 from clinic_platform.outbox import Outbox
@@ -67,12 +68,9 @@ class Billing:
         """Create the appointment's invoice on its first event (whichever comes first) and move it
         with newer ones; older or repeated events change nothing."""
         state = STATE_OF_EVENT[type(event)]
-        appointment_id = uuid.UUID(event.appointment_id)
-        row = await self._invoice_of(session, appointment_id)
-        if row is None:
-            if await self._create_invoice(session, event, state):
-                return
-            row = await self._invoice_of(session, appointment_id)  # another consumer created it just now
+        if await self._create_invoice(session, event, state):
+            return  # the appointment's first event (whichever it is): nothing older to compare with
+        row = await self._invoice_of(session, uuid.UUID(event.appointment_id))
         if event.version <= row.appointment_version:
             return
         await self.refresh(session, row, appointment_state=state, appointment_version=event.version)
@@ -83,48 +81,30 @@ class Billing:
         )
         return (await session.execute(query)).first()
 
+    async def _fees(self, session: AsyncSession) -> dict[str, Amount]:
+        """The fee schedule, read once per consumer transaction (a batch of events)."""
+        if "fees" not in session.info:
+            rows = (await session.execute(select(store.fees))).all()
+            session.info["fees"] = {r.visit_type: Amount(r.amount_minor, r.currency) for r in rows}
+        return session.info["fees"]
+
     async def _create_invoice(self, session: AsyncSession, event, state: str) -> bool:
-        fee = (
-            await session.execute(select(store.fees).where(store.fees.c.visit_type == event.visit_type))
-        ).first()
+        """The invoice and its InvoiceCreated, unless the appointment has its invoice already."""
+        fee = (await self._fees(session)).get(event.visit_type)
         if fee is None and event.visit_type not in self._unpriced:
             self._unpriced.add(event.visit_type)  # say it once per visit type, not per invoice
             log.warning(
                 "no fee for the visit type: its invoice lines are 0 until an admin adjusts them",
                 extra={"visit_type": event.visit_type},
             )
-        price = Amount(fee.amount_minor, fee.currency) if fee else Amount(0, self.currency)
+        price = fee or Amount(0, self.currency)
         day = event.start_time.ToDatetime(tzinfo=UTC).astimezone(self.zone).date()
         line = Line(f"Visit ({event.visit_type}) on {day.isoformat()}", event.visit_type, price)
         zero = Amount(0, price.currency)
         status = domain.invoice_status(state, price, zero, zero)
         now = datetime.now(UTC)
         invoice_id = uuid.uuid5(INVOICE_IDS, event.appointment_id)
-        created = (
-            await session.execute(
-                insert(store.invoices)
-                .values(
-                    id=invoice_id,
-                    appointment_id=uuid.UUID(event.appointment_id),
-                    patient_id=uuid.UUID(event.patient_id),
-                    status=status,
-                    currency=price.currency,
-                    lines=[line.to_json()],
-                    total_minor=price.minor,
-                    appointment_state=state,
-                    appointment_version=event.version,
-                    version=1,
-                    create_time=now,
-                    update_time=now,
-                )
-                .on_conflict_do_nothing(index_elements=["appointment_id"])
-                .returning(store.invoices.c.id)
-            )
-        ).first()
-        if created is None:
-            return False
-        await self.outbox.add(
-            session,
+        event_row = self.outbox.row(
             events_pb2.InvoiceCreated(
                 invoice_id=str(invoice_id),
                 version=1,
@@ -136,6 +116,29 @@ class Billing:
             ),
             aggregate_id=str(invoice_id),
         )
+        conn = await raw_connection(session)
+        created = await conn.fetchval(
+            store.CREATE_INVOICE,
+            invoice_id,
+            uuid.UUID(event.appointment_id),
+            uuid.UUID(event.patient_id),
+            status,
+            price.currency,
+            json.dumps([line.to_json()]),
+            price.minor,
+            state,
+            event.version,
+            now,
+            event_row["event_id"],
+            event_row["topic"],
+            event_row["event_type"],
+            event_row["aggregate_id"],
+            event_row["payload"],
+            event_row["request_id"],
+        )
+        if created is None:
+            return False
+        wrote_events(session)
         return True
 
     async def refresh(self, session: AsyncSession, row, **changes):

@@ -99,3 +99,21 @@ refunds = Table(
     Index("ix_refunds_payment", "payment_id", "create_time"),
     Index("ix_refunds_invoice", "invoice_id", "create_time"),
 )
+
+# An appointment's invoice and its InvoiceCreated event in ONE statement (run on asyncpg by the
+# appointment-event consumer); a second event for the appointment inserts neither. Returns the
+# invoice id when it was created.
+CREATE_INVOICE = """
+    WITH created AS (
+        INSERT INTO invoices
+            (id, appointment_id, patient_id, status, currency, lines, total_minor,
+             appointment_state, appointment_version, version, create_time, update_time)
+        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, 1, $10, $10)
+        ON CONFLICT (appointment_id) DO NOTHING
+        RETURNING id
+    ), event AS (
+        INSERT INTO outbox (event_id, topic, event_type, aggregate_id, payload, request_id)
+        SELECT $11, $12, $13, $14, $15, $16 FROM created
+    )
+    SELECT id FROM created
+"""
