@@ -95,7 +95,7 @@ class DeadLetters:
     """Writes messages to `<topic>.dlq` with why they failed in headers. A dead letter must not be
     lost: while the broker does not take it, `send` waits and tries again."""
 
-    def __init__(self, bootstrap: str, client_id: str, *, one_record_per_batch: bool = True) -> None:
+    def __init__(self, bootstrap: str, client_id: str, *, one_record_per_batch: bool = False) -> None:
         self._config = producer_config(bootstrap, client_id, one_record_per_batch=one_record_per_batch)
         self._producer = Producer(self._config)
 
@@ -157,7 +157,7 @@ class EventConsumer:
         create_topics: bool = True,
         partitions: int = 3,
         batch_size: int = 500,
-        one_record_per_batch: bool = True,
+        one_record_per_batch: bool = False,
         fetch_wait_ms: int = 50,
         kafka_options: dict | None = None,
     ) -> None:

@@ -125,7 +125,7 @@ class Notifier:
         settings: NotifierSettings,
         *,
         bootstrap: str,
-        one_record_per_batch: bool = True,
+        one_record_per_batch: bool = False,
     ) -> None:
         self.db = db
         self.outbox = outbox
