@@ -26,6 +26,9 @@ class PermanentFailure(Exception):
 
 
 class Email:
+    """SMTP, keeping up to `connections` sessions open between messages: a new session per message
+    (connect, EHLO, QUIT) costs both sides more than the message itself."""
+
     def __init__(
         self,
         *,
@@ -36,11 +39,14 @@ class Email:
         password: str,
         sender: str,
         timeout: float,
+        connections: int = 8,
     ) -> None:
         self.host, self.port, self.start_tls = host, port, start_tls
         self.username, self.password = username or None, password or None
         self.sender = sender
         self.timeout = timeout
+        self.connections = connections
+        self._idle: list[aiosmtplib.SMTP] = []
 
     async def send(self, delivery) -> None:
         message = EmailMessage()
@@ -51,22 +57,52 @@ class Email:
         message["Date"] = formatdate(localtime=False)
         message.set_content(delivery.body)
         message.add_alternative(delivery.html, subtype="html")
+        client, reusable = None, False
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=self.host,
-                port=self.port,
-                start_tls=self.start_tls,
-                username=self.username,
-                password=self.password,
-                timeout=self.timeout,
-            )
+            client, kept = await self._session()
+            try:
+                await client.send_message(message)
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                if not kept:
+                    raise
+                client.close()  # the server closed a kept session meanwhile: once more, anew
+                client, _ = await self._session(kept=False)
+                await client.send_message(message)
+            reusable = True
         except aiosmtplib.SMTPRecipientsRefused as exc:
             # The reason is stored, published and logged: the server's codes, never the address.
             codes = ", ".join(str(r.code) for r in exc.recipients)
             raise PermanentFailure(f"SMTP: the mail server refused the address ({codes})") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TemporaryFailure(f"SMTP: {type(exc).__name__}: {exc}") from exc
+        finally:  # a session that failed, or was cut off by the send timeout, is not used again
+            if client is not None:
+                if reusable and len(self._idle) < self.connections:
+                    self._idle.append(client)
+                else:
+                    client.close()
+
+    async def _session(self, *, kept: bool = True) -> tuple[aiosmtplib.SMTP, bool]:
+        """A connected session, and whether it is one kept from an earlier message."""
+        while kept and self._idle:
+            client = self._idle.pop()
+            if client.is_connected:
+                return client, True
+            client.close()
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            start_tls=self.start_tls,
+            username=self.username,
+            password=self.password,
+            timeout=self.timeout,
+        )
+        await client.connect()
+        return client, False
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
 
 
 class ProviderChannel:

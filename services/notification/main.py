@@ -78,6 +78,11 @@ def build(settings: Settings) -> ServiceApp:
         settings.messaging_provider_url, settings.messaging_provider_timeout_seconds
     )
     app.on_shutdown(http.aclose)
+
+    async def close_email() -> None:
+        email.close()
+
+    app.on_shutdown(close_email)
     notifier = Notifier(
         db,
         Outbox(store.metadata, settings.topic),

@@ -302,9 +302,21 @@ class Notifier:
                     .with_for_update(of=store.notices, skip_locked=True)
                 )
             ).all()
-            templates = await self._templates(session) if rows else {}
-            for row in rows:
-                await self._expand(session, row, templates, now)
+            if rows:
+                templates = await self._templates(session)
+                names = await self._names(session, rows)
+                deliveries = [
+                    d for row in rows if row.active for d in self._expand(row, templates, names, now)
+                ]
+                if deliveries:
+                    await session.execute(
+                        insert(store.deliveries).values(deliveries).on_conflict_do_nothing()
+                    )
+                await session.execute(
+                    update(store.notices)
+                    .where(store.notices.c.id.in_([row.id for row in rows]))
+                    .values(status="EXPANDED")
+                )
             # A notice whose person never became known (deleted, or an event for nobody) stops waiting.
             await session.execute(
                 update(store.notices)
@@ -317,45 +329,54 @@ class Notifier:
         rows = (await session.execute(select(store.templates))).all()
         return {(r.event_type, r.channel): (r.subject, r.body) for r in rows}
 
-    async def _expand(self, session: AsyncSession, row, templates: dict, now: datetime) -> None:
-        if row.active:
-            variables = await self._variables(session, row)
-            channels = domain.channels_for(row.event_type, row.preferences, has_phone=bool(row.phone_number))
-            for channel in channels:
-                default = domain.default_template(row.event_type, channel)
-                try:
-                    subject, plain, html = domain.render(
-                        *templates.get((row.event_type, channel), default), variables
-                    )
-                except Exception:  # an edited template that cannot render must not hold up every message
-                    log.exception(
-                        "template failed; the default is used", extra={"event_type": row.event_type}
-                    )
-                    subject, plain, html = domain.render(*default, variables)
-                address = {"EMAIL": row.email, "SMS": row.phone_number, "PUSH": str(row.recipient_id)}
-                await session.execute(
-                    insert(store.deliveries)
-                    .values(
-                        id=uuid.uuid4(),
-                        notice_id=row.id,
-                        source_event_id=row.source_event_id,
-                        recipient_id=row.recipient_id,
-                        channel=channel,
-                        event_type=row.event_type,
-                        address=address[channel],
-                        subject=subject or self.settings.clinic_name,
-                        body=plain,
-                        html=html if channel == domain.EMAIL else "",
-                        status="PENDING",
-                        next_attempt_time=now,
-                    )
-                    .on_conflict_do_nothing()
-                )
-        await session.execute(
-            update(store.notices).where(store.notices.c.id == row.id).values(status="EXPANDED")
+    async def _names(self, session: AsyncSession, rows) -> dict[str, str]:
+        """Display names of the doctors and requesters the notices mention, in one query."""
+        ids = {row.variables.get(field) for row in rows for field in ("doctor_id", "requester_id")} - {
+            None,
+            "",
+        }
+        if not ids:
+            return {}
+        found = await session.execute(
+            select(store.recipients.c.id, store.recipients.c.display_name).where(
+                store.recipients.c.id.in_([uuid.UUID(i) for i in ids])
+            )
         )
+        return {str(person_id): name for person_id, name in found}
 
-    async def _variables(self, session: AsyncSession, row) -> dict:
+    def _expand(self, row, templates: dict, names: dict[str, str], now: datetime) -> list[dict]:
+        """The notice's deliveries, one per channel the person chose, rendered."""
+        variables = self._variables(row, names)
+        deliveries = []
+        for channel in domain.channels_for(row.event_type, row.preferences, has_phone=bool(row.phone_number)):
+            default = domain.default_template(row.event_type, channel)
+            try:
+                subject, plain, html = domain.render(
+                    *templates.get((row.event_type, channel), default), variables
+                )
+            except Exception:  # an edited template that cannot render must not hold up every message
+                log.exception("template failed; the default is used", extra={"event_type": row.event_type})
+                subject, plain, html = domain.render(*default, variables)
+            address = {"EMAIL": row.email, "SMS": row.phone_number, "PUSH": str(row.recipient_id)}
+            deliveries.append(
+                {
+                    "id": uuid.uuid4(),
+                    "notice_id": row.id,
+                    "source_event_id": row.source_event_id,
+                    "recipient_id": row.recipient_id,
+                    "channel": channel,
+                    "event_type": row.event_type,
+                    "address": address[channel],
+                    "subject": subject or self.settings.clinic_name,
+                    "body": plain,
+                    "html": html if channel == domain.EMAIL else "",
+                    "status": "PENDING",
+                    "next_attempt_time": now,
+                }
+            )
+        return deliveries
+
+    def _variables(self, row, names: dict[str, str]) -> dict:
         """What templates may use: clinic, name, when / previous_when (clinic time), doctor,
         requester, amount, decision."""
         given = dict(row.variables)
@@ -374,13 +395,7 @@ class Notifier:
                 moment = datetime.fromisoformat(given[field].replace("Z", "+00:00"))
                 values[name] = domain.local_time(moment, self.zone)
         for field, name in (("doctor_id", "doctor"), ("requester_id", "requester")):
-            if given.get(field):
-                known = await session.scalar(
-                    select(store.recipients.c.display_name).where(
-                        store.recipients.c.id == uuid.UUID(given[field])
-                    )
-                )
-                values[name] = known or values[name]
+            values[name] = names.get(given.get(field) or "", values[name])
         return values
 
     async def issue_reminders(self) -> int:
@@ -487,18 +502,21 @@ class Notifier:
         }
 
     async def _sent(self, delivery) -> None:
+        """Recorded with its NotificationSent (on asyncpg: this runs once per message), only while
+        the claim it was sent under is still the newest."""
         now = datetime.now(UTC)
-        async with self.db.transaction() as session:
-            recorded = await session.execute(
-                update(store.deliveries)
-                .where(*self._ours(delivery))
-                .values(status="SENT", send_time=now, update_time=now, failure_reason="")
-            )
-            if not recorded.rowcount:
+        event = self.outbox.row(
+            events_pb2.NotificationSent(**self._event_fields(delivery), send_time=timestamp(now)),
+            aggregate_id=str(delivery.recipient_id),
+        )
+        pool = await self.db.pool()
+        async with pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(store.RECORD_SENT, delivery.id, delivery.attempts, now) is None:
                 log.warning("sent, but the claim had run out: the newer claim records", extra=_ids(delivery))
                 return
-            event = events_pb2.NotificationSent(**self._event_fields(delivery), send_time=timestamp(now))
-            await self.outbox.add(session, event, aggregate_id=str(delivery.recipient_id))
+            columns = ("event_id", "topic", "event_type", "aggregate_id", "payload", "request_id")
+            await conn.execute(store.ADD_EVENT, *(event[column] for column in columns))
+        self.db.events_written()
 
     async def _failed(self, delivery, reason: str, *, permanent: bool) -> None:
         now = datetime.now(UTC)

@@ -179,3 +179,15 @@ APPOINTMENT_EVENT = """
     )
     SELECT yes FROM fresh
 """
+
+# A delivery sent, only while the claim it was sent under ($2, its attempt number) is still the
+# newest. Its own statement, before the outbox row, so the row is locked while the event is added.
+RECORD_SENT = """
+    UPDATE deliveries SET status = 'SENT', send_time = $3, update_time = $3, failure_reason = ''
+    WHERE id = $1 AND attempts = $2 AND status = 'PENDING'
+    RETURNING id
+"""
+ADD_EVENT = """
+    INSERT INTO outbox (event_id, topic, event_type, aggregate_id, payload, request_id)
+    VALUES ($1, $2, $3, $4, $5, $6)
+"""
