@@ -462,7 +462,7 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
             visit_type=visit.code,
             book_time=timestamp(now),
         )
-        outbox = self.outbox.row(event, aggregate_id=str(appointment_id))
+        outbox = self.outbox.values(event, aggregate_id=str(appointment_id))
         pool = await self.db.pool()
         try:
             booked = await pool.fetchval(
@@ -478,12 +478,7 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
                 request_key,
                 fingerprint,
                 now,
-                outbox["event_id"],
-                outbox["topic"],
-                outbox["event_type"],
-                outbox["aggregate_id"],
-                outbox["payload"],
-                outbox["request_id"],
+                *outbox,
             )
         except asyncpg.ExclusionViolationError as error:
             raise await self._booking_conflict(error.constraint_name, doctor_id, start, end) from None

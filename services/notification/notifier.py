@@ -505,7 +505,7 @@ class Notifier:
         """Recorded with its NotificationSent (on asyncpg: this runs once per message), only while
         the claim it was sent under is still the newest."""
         now = datetime.now(UTC)
-        event = self.outbox.row(
+        event = self.outbox.values(
             events_pb2.NotificationSent(**self._event_fields(delivery), send_time=timestamp(now)),
             aggregate_id=str(delivery.recipient_id),
         )
@@ -514,8 +514,7 @@ class Notifier:
             if await conn.fetchval(store.RECORD_SENT, delivery.id, delivery.attempts, now) is None:
                 log.warning("sent, but the claim had run out: the newer claim records", extra=_ids(delivery))
                 return
-            columns = ("event_id", "topic", "event_type", "aggregate_id", "payload", "request_id")
-            await conn.execute(store.ADD_EVENT, *(event[column] for column in columns))
+            await conn.execute(store.ADD_EVENT, *event)
         self.db.events_written()
 
     async def _failed(self, delivery, reason: str, *, permanent: bool) -> None:

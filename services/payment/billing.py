@@ -104,7 +104,7 @@ class Billing:
         status = domain.invoice_status(state, price, zero, zero)
         now = datetime.now(UTC)
         invoice_id = uuid.uuid5(INVOICE_IDS, event.appointment_id)
-        event_row = self.outbox.row(
+        invoice_created = self.outbox.values(
             events_pb2.InvoiceCreated(
                 invoice_id=str(invoice_id),
                 version=1,
@@ -129,12 +129,7 @@ class Billing:
             state,
             event.version,
             now,
-            event_row["event_id"],
-            event_row["topic"],
-            event_row["event_type"],
-            event_row["aggregate_id"],
-            event_row["payload"],
-            event_row["request_id"],
+            *invoice_created,
         )
         if created is None:
             return False
