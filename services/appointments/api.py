@@ -517,10 +517,10 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
         """The error for a booking or move that hit one of the exclusion constraints."""
         if constraint == store.PATIENT_OVERLAP:
             return AlreadyExists("the patient already has an appointment at that time")
-        message = await self._conflicts_message(doctor_id, start, end)
-        if message.startswith("this period overlaps time off"):
-            return FailedPrecondition("start_time: the doctor is away then (time off)")
-        return AlreadyExists("time slot already booked")
+        pool = await self.db.pool()
+        if await pool.fetchval(store.HAS_VISIT_BETWEEN, doctor_id, start, end):
+            return AlreadyExists("time slot already booked")
+        return FailedPrecondition("start_time: the doctor is away then (time off)")
 
     async def _appointment(self, session, appointment_id: uuid.UUID, *, lock: bool = False):
         query = select(store.calendar).where(

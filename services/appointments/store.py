@@ -130,6 +130,14 @@ BOOK = """
 """
 
 
+# Whether a doctor has a confirmed visit in a period: a booking refused by the doctor's exclusion
+# constraint hit a visit ("already booked") or time off. On asyncpg: a storm of refusals runs it.
+HAS_VISIT_BETWEEN = """
+    SELECT EXISTS (SELECT 1 FROM calendar_entries WHERE doctor_id = $1 AND kind = 'APPOINTMENT'
+                   AND status IN ('CONFIRMED', 'COMPLETED') AND start_time < $3 AND end_time > $2)
+"""
+
+
 async def busy_intervals(
     conn: AsyncConnection, doctor_ids: list[Any], start: datetime, end: datetime
 ) -> dict[Any, list[tuple[datetime, datetime]]]:
