@@ -3,7 +3,9 @@ read what patients would get.
 
 Like a real mailbox store, it keeps one copy per Message-ID (a message sent twice shows once; the
 repeat is counted, and each message says how often it was received since the server started).
-Mail is appended to a file, so it survives a restart of the server.
+Mail is appended to a file, so it survives a restart of the server. On receipt only the
+Message-ID is read; a message is parsed when someone asks for it (parsing with Python's email
+package costs more than everything else the server does, and most mail is never read).
 
     python -m simulators.mailbox --smtp-port 2525 --port 7102 --store var/mailbox/messages.jsonl
     GET /messages?to=<address>     what an address received, oldest first
@@ -13,15 +15,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 from collections import Counter
 from email import message_from_bytes, policy
+from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
 from simulators.common import health
+
+
+def _readable(record: dict) -> dict:
+    """A stored message as the reader shows it: subject and bodies decoded."""
+    if "raw" not in record:
+        return record
+    parsed = message_from_bytes(base64.b64decode(record["raw"]), policy=policy.default)
+    body = parsed.get_body(preferencelist=("plain", "html"))
+    html = parsed.get_body(preferencelist=("html",))
+    return {
+        "message_id": record["message_id"],
+        "from": record["from"],
+        "to": record["to"],
+        "subject": str(parsed["Subject"] or ""),
+        "body": body.get_content() if body is not None else "",
+        "html": html.get_content() if html is not None else "",
+    }
 
 
 class Mailbox:
@@ -35,22 +56,18 @@ class Mailbox:
         self.received = Counter(self._ids)  # sends per Message-ID (a test can see a repeat)
 
     async def handle_DATA(self, server, session, envelope) -> str:  # aiosmtpd handler hook
-        parsed = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
-        message_id = (parsed["Message-ID"] or "").strip()
+        raw = envelope.original_content or envelope.content
+        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+        message_id = (headers["Message-ID"] or "").strip()
         self.received[message_id] += 1
         if message_id and message_id in self._ids:
             self.repeats += 1
             return "250 OK (already delivered)"
-        body = parsed.get_body(preferencelist=("plain", "html"))
         record = {
             "message_id": message_id,
             "from": envelope.mail_from,
             "to": [address.lower() for address in envelope.rcpt_tos],
-            "subject": str(parsed["Subject"] or ""),
-            "body": body.get_content() if body is not None else "",
-            "html": (parsed.get_body(preferencelist=("html",)) or parsed).get_content()
-            if parsed.get_body(preferencelist=("html",))
-            else "",
+            "raw": base64.b64encode(raw).decode(),
         }
         self.messages.append(record)
         self._ids.add(message_id)
@@ -60,9 +77,11 @@ class Mailbox:
 
     async def list_messages(self, request: web.Request) -> web.Response:
         to = request.query.get("to", "").lower()
-        found = [
-            m | {"received": self.received[m["message_id"]]} for m in self.messages if not to or to in m["to"]
-        ]
+        found = []
+        for index, stored in enumerate(self.messages):
+            if not to or to in stored["to"]:
+                self.messages[index] = readable = _readable(stored)  # parsed once, when first read
+                found.append(readable | {"received": self.received[readable["message_id"]]})
         return web.json_response({"messages": found, "repeats_dropped": self.repeats})
 
 
