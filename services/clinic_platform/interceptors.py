@@ -58,17 +58,9 @@ def status_of(err: ServiceError) -> tuple[grpc.StatusCode, tuple[tuple[str, byte
     return code, ((STATUS_DETAILS_KEY, status.SerializeToString()),)
 
 
-# Outcomes that are the service's trouble rather than the caller's: logged even when fast.
-SERVER_FAILURES = frozenset(
-    {
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.DATA_LOSS,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
+# Refusals that are ordinary answers under contention (a slot taken, a state moved on): a storm
+# of them is not worth a line each. Every other failure is logged, refused tokens included.
+EXPECTED_REFUSALS = frozenset({grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION})
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -122,10 +114,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(code, f"internal error (request id {rid})")
             finally:
                 ms = (time.perf_counter() - started) * 1000
-                # Every request has a line in the edge's access log; here, by default, only calls
-                # that failed on our side and slow ones (a JSON line per call would cost ~15% of a
-                # service's CPU; a storm of refused bookings is answers, not trouble).
-                worth_a_line = self.log_all or code in SERVER_FAILURES or ms >= self.slow_ms
+                # Every request has a line in the edge's access log; here, by default, only failed
+                # calls (but ordinary refusals) and slow ones: a JSON line per call would cost ~15%
+                # of a service's CPU.
+                failed = code is not grpc.StatusCode.OK and code not in EXPECTED_REFUSALS
+                worth_a_line = self.log_all or failed or ms >= self.slow_ms
                 if self.log_some and worth_a_line and not method.startswith(HEALTH_PREFIX):
                     log.info("call", extra={"method": method, "code": code.name, "ms": round(ms, 2)})
                 request_id_var.reset(token)

@@ -62,8 +62,8 @@ class ServiceSettings(BaseSettings):
     # stops the session's tokens everywhere within this time.
     session_cache_seconds: float = 1.0
     log_level: str = "INFO"
-    # Per-call log lines: "all", "slow" (calls that failed on our side and calls slower than
-    # LOG_SLOW_MS), "none".
+    # Per-call log lines: "all", "slow" (failed calls, but ALREADY_EXISTS and FAILED_PRECONDITION,
+    # and calls slower than LOG_SLOW_MS), "none".
     log_access: str = "slow"
     log_slow_ms: float = 250.0
     # Seconds between reporting NOT_SERVING and refusing new calls (lets load balancers notice),
