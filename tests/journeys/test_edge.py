@@ -62,7 +62,8 @@ def test_malformed_json_is_a_400_that_points_at_the_problem(edge):
     assert reply.status_code == 400
     body = reply.json()
     assert body["code"] == 3  # INVALID_ARGUMENT
-    assert "Expected : between key:value pair" in body["message"]
+    assert body["message"] == "malformed JSON: expected ':' at byte 39"
+    assert reply.headers["content-type"] == "application/json"
 
 
 def test_an_unknown_query_parameter_is_a_400_naming_it(edge):
