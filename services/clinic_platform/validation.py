@@ -27,8 +27,10 @@ from clinic_platform.errors import FieldViolation
 
 # Instants the clinic handles: well inside what datetime and PostgreSQL represent, with room for
 # any time-zone arithmetic (year 9999 + 1 hour is an overflow, not a date).
-EARLIEST = int(datetime(1900, 1, 1, tzinfo=UTC).timestamp())
-LATEST = int(datetime(2200, 1, 1, tzinfo=UTC).timestamp())
+# Calendar dates too (clinic_platform.convert), whether a google.type.Date or a query's string.
+FIRST_YEAR, LAST_YEAR = 1900, 2199
+EARLIEST = int(datetime(FIRST_YEAR, 1, 1, tzinfo=UTC).timestamp())
+LATEST = int(datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC).timestamp())
 MAX_NANOS = 999_999_999
 MAX_STRING_CHARS = 65_536
 

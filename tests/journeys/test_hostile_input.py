@@ -179,6 +179,27 @@ def test_extreme_timestamps_are_a_400_naming_the_field(people, mesh):
         body = {"doctorId": doctor.user_id, "startTime": start, "visitType": "CONSULT"}
         refused(edge.http.post("/v1/appointments", json=body, headers=patient.auth), "appointment.start_time")
 
+    for params in (
+        {"date": "9999-12-31"},
+        {"start_date": "9999-12-30", "end_date": "9999-12-31"},
+        {"start_date": "0001-01-01", "end_date": "0001-01-02"},
+    ):
+        field = next(iter(params))
+        slots = edge.http.get(
+            "/v1/appointments/available", params={"doctor_id": doctor.user_id, **params}, headers=patient.auth
+        )
+        refused(slots, field)
+        refused(edge.http.get("/v1/appointments", params=params, headers=patient.auth), field)
+    refused(
+        edge.http.patch(
+            f"/v1/users/{patient.user_id}",
+            params={"update_mask": "birth_date"},
+            json={"birthDate": {"year": 9999, "month": 12, "day": 31}},
+            headers=patient.auth,
+        ),
+        "user.birth_date",
+    )
+
     channel, appointments = stub(mesh, "appointments")
     appointment = ap_res.Appointment(doctor_id=doctor.user_id, visit_type="CONSULT")
     appointment.start_time.seconds = 253402300799  # 9999-12-31T23:59:59Z
