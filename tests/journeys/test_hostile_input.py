@@ -331,3 +331,18 @@ def test_unknown_fields_at_any_depth_of_an_ordinary_body_are_a_400(people):
         reply = edge.http.patch(path, params={"update_mask": "given_name"}, json=body, headers=patient.auth)
         assert (reply.status_code, reply.json()["message"]) == (400, message)
     assert edge.http.get(path, headers=patient.auth).json() == before
+
+
+def test_ids_page_sizes_and_list_sizes_follow_the_rules_declared_in_the_contracts(people):
+    edge, admin, doctor, _ = people
+    body = refused(edge.http.get("/v1/doctors/" + "a" * 5000, headers=admin.auth), "doctor_id")
+    assert len(body["message"]) <= 500  # the value is never echoed
+    refused(edge.http.get("/v1/appointments", params={"page_size": -1}, headers=admin.auth), "page_size")
+    hours = [{"dayOfWeek": "MONDAY", "startTime": {"hours": 9}, "endTime": {"hours": 10}}] * 101
+    reply = edge.http.patch(
+        f"/v1/doctors/{doctor.user_id}/schedule",
+        params={"update_mask": "working_hours"},
+        json={"workingHours": hours},
+        headers=admin.auth,
+    )
+    refused(reply, "schedule.working_hours")
