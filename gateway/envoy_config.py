@@ -192,9 +192,29 @@ def _per_client_rate_limit(config: EdgeConfig) -> dict:
     }
 
 
+OPENAPI_PATH = "/openapi.json"
+
+
+def _openapi_route(config: EdgeConfig) -> dict:
+    """The OpenAPI document of exactly these routes, served by Envoy itself (open, no token)."""
+    from tools.openapi import render
+
+    return {
+        "match": {"path": OPENAPI_PATH, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": {"status": 200, "body": {"inline_string": render(config.descriptor_set)}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
+        "typed_per_filter_config": {  # not an RPC: the transcoder would answer 404
+            "envoy.filters.http.grpc_json_transcoder": {
+                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                "disabled": True,
+            }
+        },
+    }
+
+
 def route_config(config: EdgeConfig, rpcs: list[PublicRpc]) -> dict:
     timeout = f"{config.request_timeout_seconds}s"
-    routes = []
+    routes = [_openapi_route(config)]
     for rpc in sorted(rpcs, key=lambda r: r.path):
         route = {"match": {"path": rpc.path}, "route": {"cluster": rpc.service, "timeout": timeout}}
         if rpc.path in RATE_LIMITED_METHODS:
@@ -205,6 +225,7 @@ def route_config(config: EdgeConfig, rpcs: list[PublicRpc]) -> dict:
     return {
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         "name": ROUTE_CONFIG,
+        "max_direct_response_body_size_bytes": 1024 * 1024,
         "virtual_hosts": [{"name": "clinic", "domains": ["*"], "routes": routes}],
     }
 
@@ -213,7 +234,7 @@ def _jwt_authn(config: EdgeConfig, rpcs: list[PublicRpc]) -> dict:
     def exact(path: str, method: str) -> dict:
         return {"match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": method}}]}}
 
-    open_rules = [exact("/healthz", "GET")]
+    open_rules = [exact("/healthz", "GET"), exact(OPENAPI_PATH, "GET")]
     for rpc in rpcs:
         if rpc.path in OPEN_METHODS:
             open_rules += [exact(rpc.http_path, rpc.http_method), exact(rpc.path, "POST")]
@@ -268,7 +289,12 @@ def _status_body(code: int) -> dict:
 
 
 def _local_replies() -> dict:
-    mappers = [
+    # The OpenAPI document is a direct response, so a local reply too: its body stays as it is.
+    openapi = {
+        "filter": {"header_filter": {"header": {"name": ":path", "string_match": {"exact": OPENAPI_PATH}}}},
+        "body_format_override": {"text_format": "%LOCAL_REPLY_BODY%", "content_type": "application/json"},
+    }
+    mappers = [openapi] + [
         {
             "filter": {
                 "status_code_filter": {
