@@ -1,9 +1,13 @@
 """The Envoy edge's configuration, built from the contracts so it serves exactly the public API.
 
 Filters, in order: health check (`/healthz` answers 200 only while every service passes Envoy's
-active gRPC health check) -> jwt_authn (every route needs a valid access token except the open
-RPCs of `clinic_platform.auth.OPEN_METHODS`) -> the gRPC-JSON transcoder -> the local rate limit
-(a global bucket, plus a per-client bucket on login and registration) -> the router.
+active gRPC health check) -> buffer (a body over `max_body_bytes` is 413; headers over
+`max_header_kb` are 431, from the connection manager) -> jwt_authn (every route needs a valid
+access token except the open RPCs of `clinic_platform.auth.OPEN_METHODS`) -> strict JSON (a
+Lua filter, gateway/strict_json.lua: a body must be one JSON object, well formed, without
+duplicate or unknown members, which the transcoder would let through) -> the gRPC-JSON
+transcoder -> the local rate limit (a global bucket, plus a per-client bucket on login and
+registration) -> the router.
 
 Routes are generated from the descriptor set: one exact route per RPC that carries a
 `google.api.http` rule, so internal RPCs cannot be reached from outside, not even as raw gRPC.
@@ -21,6 +25,7 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from clinic_platform.auth import OPEN_METHODS, RATE_LIMITED_METHODS
+from gateway.strict_json import lua_source
 
 JWT_PROVIDER = "clinic_mesh"
 ROUTE_CONFIG = "public_api"
@@ -68,6 +73,11 @@ class EdgeConfig:
     global_per_second: int = 2000
     # Proxies in front of Envoy that append X-Forwarded-For (0 locally: the peer is the client).
     trusted_proxy_hops: int = 0
+    # The largest request body and header block the edge takes (413 / 431 beyond): far above any
+    # real request, far below what could make a service's answer (an echo, an error trailer)
+    # exceed a peer's limits and reset a shared HTTP/2 connection.
+    max_body_bytes: int = 64 * 1024
+    max_header_kb: int = 32
 
 
 def public_rpcs(descriptor_set: Path) -> list[PublicRpc]:
@@ -182,9 +192,29 @@ def _per_client_rate_limit(config: EdgeConfig) -> dict:
     }
 
 
+OPENAPI_PATH = "/openapi.json"
+
+
+def _openapi_route(config: EdgeConfig) -> dict:
+    """The OpenAPI document of exactly these routes, served by Envoy itself (open, no token)."""
+    from tools.openapi import render
+
+    return {
+        "match": {"path": OPENAPI_PATH, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": {"status": 200, "body": {"inline_string": render(config.descriptor_set)}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
+        "typed_per_filter_config": {  # not an RPC: the transcoder would answer 404
+            "envoy.filters.http.grpc_json_transcoder": {
+                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                "disabled": True,
+            }
+        },
+    }
+
+
 def route_config(config: EdgeConfig, rpcs: list[PublicRpc]) -> dict:
     timeout = f"{config.request_timeout_seconds}s"
-    routes = []
+    routes = [_openapi_route(config)]
     for rpc in sorted(rpcs, key=lambda r: r.path):
         route = {"match": {"path": rpc.path}, "route": {"cluster": rpc.service, "timeout": timeout}}
         if rpc.path in RATE_LIMITED_METHODS:
@@ -195,6 +225,7 @@ def route_config(config: EdgeConfig, rpcs: list[PublicRpc]) -> dict:
     return {
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         "name": ROUTE_CONFIG,
+        "max_direct_response_body_size_bytes": 1024 * 1024,
         "virtual_hosts": [{"name": "clinic", "domains": ["*"], "routes": routes}],
     }
 
@@ -203,7 +234,7 @@ def _jwt_authn(config: EdgeConfig, rpcs: list[PublicRpc]) -> dict:
     def exact(path: str, method: str) -> dict:
         return {"match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": method}}]}}
 
-    open_rules = [exact("/healthz", "GET")]
+    open_rules = [exact("/healthz", "GET"), exact(OPENAPI_PATH, "GET")]
     for rpc in rpcs:
         if rpc.path in OPEN_METHODS:
             open_rules += [exact(rpc.http_path, rpc.http_method), exact(rpc.path, "POST")]
@@ -246,7 +277,7 @@ def _jwt_authn(config: EdgeConfig, rpcs: list[PublicRpc]) -> dict:
 # Replies Envoy makes itself get the body services' errors have (google.rpc.Status as JSON), with
 # the gRPC code that matches the HTTP status, so a client parses one error shape.
 GRPC_CODE_OF_HTTP_STATUS = {
-    200: 0, 400: 3, 401: 16, 403: 7, 404: 5, 409: 10, 413: 3, 429: 8, 501: 12, 503: 14, 504: 4,
+    200: 0, 400: 3, 401: 16, 403: 7, 404: 5, 409: 10, 413: 3, 429: 8, 431: 3, 501: 12, 503: 14, 504: 4,
 }  # fmt: skip
 
 
@@ -258,7 +289,12 @@ def _status_body(code: int) -> dict:
 
 
 def _local_replies() -> dict:
-    mappers = [
+    # The OpenAPI document is a direct response, so a local reply too: its body stays as it is.
+    openapi = {
+        "filter": {"header_filter": {"header": {"name": ":path", "string_match": {"exact": OPENAPI_PATH}}}},
+        "body_format_override": {"text_format": "%LOCAL_REPLY_BODY%", "content_type": "application/json"},
+    }
+    mappers = [openapi] + [
         {
             "filter": {
                 "status_code_filter": {
@@ -312,7 +348,20 @@ def _connection_manager(
                 cluster_min_healthy_percentages={u.service: {"value": 100} for u in config.upstreams},
             ),
         },
+        {
+            "name": "envoy.filters.http.buffer",
+            "typed_config": _typed(
+                "envoy.extensions.filters.http.buffer.v3.Buffer", max_request_bytes=config.max_body_bytes
+            ),
+        },
         _jwt_authn(config, rpcs),
+        {
+            "name": "envoy.filters.http.lua",
+            "typed_config": _typed(
+                "envoy.extensions.filters.http.lua.v3.Lua",
+                default_source_code={"inline_string": lua_source(config.descriptor_set)},
+            ),
+        },
         {
             "name": "envoy.filters.http.grpc_json_transcoder",
             "typed_config": _typed(
@@ -341,6 +390,7 @@ def _connection_manager(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix=stat_prefix,
         codec_type="AUTO",
+        max_request_headers_kb=config.max_header_kb,
         use_remote_address=True,  # the client address is the peer, or the trusted proxies' XFF entry
         xff_num_trusted_hops=config.trusted_proxy_hops,
         generate_request_id=True,

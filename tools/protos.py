@@ -5,8 +5,9 @@
     python -m tools.protos descriptor OUT.pb   # descriptor set for Envoy's transcoder
 
 Generation uses grpc_tools' bundled protoc and mypy-protobuf, so it needs no network and no
-system protoc. Only our own files are generated; the vendored Google protos are provided at
-run time by googleapis-common-protos.
+system protoc. Only our own files are generated, and protovalidate's rules (buf/validate), which no
+package provides for the `google.protobuf` runtime (the protovalidate wheel carries its own copy for
+another runtime); the vendored Google protos are provided at run time by googleapis-common-protos.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 VENDOR_ROOT = PROTO_ROOT / "vendor"
 GEN_ROOT = ROOT / "gen"
+
+
+# Vendored protos our generated code imports that no installed package provides.
+VENDORED_GENERATED = ["buf/validate/validate.proto"]
 
 
 def own_proto_files() -> list[str]:
@@ -58,13 +63,15 @@ def generate_python(out_dir: Path) -> None:
             f"--grpc_python_out={out_dir}",
             f"--mypy_out=quiet:{out_dir}",
             f"--mypy_grpc_out=quiet:{out_dir}",
+            *VENDORED_GENERATED,
             *own_proto_files(),
         ]
     )
     # Every directory of generated code is a regular package, so setuptools finds it.
-    for directory in [out_dir / "clinic", *(out_dir / "clinic").rglob("*")]:
-        if directory.is_dir():
-            (directory / "__init__.py").touch()
+    for top in ("clinic", "buf"):
+        for directory in [out_dir / top, *(out_dir / top).rglob("*")]:
+            if directory.is_dir():
+                (directory / "__init__.py").touch()
 
 
 def build_descriptor_set(out_file: Path) -> Path:

@@ -58,6 +58,24 @@ class Role(StrEnum):
 STAFF = (Role.DOCTOR, Role.NURSE, Role.RECEPTIONIST, Role.ADMIN)
 
 
+def _rpc(service: str, method: str) -> str:
+    return f"/clinic.{service}.v1.{service.title().replace('_', '')}Service/{method}"
+
+
+# RPCs that only some roles may call at all, whatever the request says. The interceptor checks
+# these before it validates the request, so a caller who may not call an RPC learns nothing from it
+# (not even which input it would refuse): a patient creating a user gets 403, never 400. Finer
+# rules (a receptionist creates patients only) stay in the handlers.
+ROLE_GATES: dict[str, tuple[Role, ...]] = {
+    _rpc("user_management", "CreateUser"): (Role.ADMIN, Role.RECEPTIONIST),
+    _rpc("user_management", "ListUsers"): STAFF,
+    _rpc("user_management", "RotateSigningKey"): (Role.ADMIN,),
+    **{_rpc("notification", m): (Role.ADMIN,) for m in ("ListTemplates", "GetTemplate", "UpdateTemplate")},
+    _rpc("notification", "ListReminders"): (Role.PATIENT, Role.RECEPTIONIST, Role.ADMIN),
+    **{_rpc("payment", m): (Role.ADMIN,) for m in ("UpdateFee", "UpdateInvoice", "CreateRefund")},
+}
+
+
 @dataclass(frozen=True)
 class Caller:
     user_id: str
@@ -85,6 +103,13 @@ def require_role(*roles: Role) -> Caller:
         allowed = ", ".join(r.lower() for r in roles)
         raise PermissionDenied(f"only {allowed} may do this")
     return current
+
+
+async def role_gate(method: str, _metadata: dict[str, str]) -> None:
+    """The interceptor hook that applies ROLE_GATES (after authentication)."""
+    roles = ROLE_GATES.get(method)
+    if roles is not None:
+        require_role(*roles)
 
 
 def require_self_or(owner_id: str, *roles: Role, resource: str = "user") -> Caller:

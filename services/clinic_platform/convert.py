@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
 
 from clinic_platform.errors import InvalidArgument
+from clinic_platform.validation import FIRST_YEAR, LAST_YEAR
 
 
 def parse_uuid(value: str, field: str) -> uuid.UUID:
@@ -49,19 +50,28 @@ def from_date(value: date_pb2.Date, field: str, *, required: bool = True) -> dat
             raise InvalidArgument(field, "is required")
         return None
     try:
-        return date(value.year, value.month, value.day)
+        day = date(value.year, value.month, value.day)
     except ValueError:
         raise InvalidArgument(
             field, f"{value.year}-{value.month}-{value.day} is not a calendar date"
         ) from None
+    return _in_range(day, field)
 
 
 def parse_day(value: str, field: str) -> date:
     """A 'YYYY-MM-DD' query parameter."""
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
-        raise InvalidArgument(field, f"{value!r} is not a date (YYYY-MM-DD)") from None
+        raise InvalidArgument(field, f"{value[:40]!r} is not a date (YYYY-MM-DD)") from None
+    return _in_range(day, field)
+
+
+def _in_range(day: date, field: str) -> date:
+    # Days are turned into instants in the clinic's zone and a day past them: 9999-12-31 overflows.
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise InvalidArgument(field, f"must be from {FIRST_YEAR}-01-01 to {LAST_YEAR}-12-31")
+    return day
 
 
 def _enum_prefix(enum_type) -> str:

@@ -34,7 +34,15 @@ from redis.asyncio import Redis
 from sqlalchemy import MetaData
 
 from clinic_platform import events
-from clinic_platform.auth import Authenticator, KeySource, RemoteJwks, SessionCheck, TokenVerifier, fetch_jwks
+from clinic_platform.auth import (
+    Authenticator,
+    KeySource,
+    RemoteJwks,
+    SessionCheck,
+    TokenVerifier,
+    fetch_jwks,
+    role_gate,
+)
 from clinic_platform.consumer import EventConsumer, Handler
 from clinic_platform.db import Database
 from clinic_platform.interceptors import PreCall, ServerInterceptor
@@ -145,7 +153,7 @@ class ServiceApp:
             SessionCheck(self.use_redis(), s.session_cache_seconds),
             {HEALTH_CHECK, *open_methods},
         )
-        self.pre_call.append(authenticator)
+        self.pre_call += [authenticator, role_gate]
         return authenticator
 
     def on_shutdown(self, closer: Closer) -> None:

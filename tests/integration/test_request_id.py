@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from clinic.appointments.v1 import appointments_service_pb2 as pb
 from clinic.appointments.v1 import appointments_service_pb2_grpc as rpc
@@ -36,12 +37,12 @@ async def test_the_callers_request_id_is_the_one_the_called_service_sees():
             stub = rpc.AppointmentsServiceStub(channel)
             token = request_id_var.set("req-from-the-caller")
             try:
-                reply = await stub.GetAppointment(pb.GetAppointmentRequest(appointment_id="x"))
+                reply = await stub.GetAppointment(pb.GetAppointmentRequest(appointment_id=str(uuid.uuid4())))
             finally:
                 request_id_var.reset(token)
             assert reply.appointment.id == "req-from-the-caller"
             # Without one, the called service makes its own.
-            fresh = await stub.GetAppointment(pb.GetAppointmentRequest(appointment_id="x"))
+            fresh = await stub.GetAppointment(pb.GetAppointmentRequest(appointment_id=str(uuid.uuid4())))
             assert fresh.appointment.id not in ("", "req-from-the-caller")
     finally:
         stop.set()

@@ -16,6 +16,7 @@ from clinic.appointments.v1 import appointments_service_pb2_grpc as rpc
 from local_stack.components import grpc_serving
 from local_stack.processes import wait_until
 from local_stack.stack import free_port
+from tests.support.slow_service import slow_id
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "clinic.appointments.v1.AppointmentsService"
@@ -49,7 +50,7 @@ def test_sigterm_reports_not_serving_and_lets_the_in_flight_call_finish(slow_ser
         assert next(watch).status == SERVING
 
         in_flight = rpc.AppointmentsServiceStub(channel).GetAppointment.future(
-            pb.GetAppointmentRequest(appointment_id="1500"), timeout=20
+            pb.GetAppointmentRequest(appointment_id=slow_id(1500)), timeout=20
         )
         wait_until(
             lambda: b"call started" in log.read_bytes(), what="the call to reach the handler", timeout=10
@@ -57,7 +58,7 @@ def test_sigterm_reports_not_serving_and_lets_the_in_flight_call_finish(slow_ser
         process.send_signal(signal.SIGTERM)
 
         assert next(watch).status == NOT_SERVING  # draining is visible before the server stops
-        assert in_flight.result().appointment.id == "1500"  # and the call that was running finished
+        assert in_flight.result().appointment.id == slow_id(1500)  # and the call that was running finished
     assert process.wait(timeout=20) == 0
     lines = log.read_text()
     assert '"message": "draining"' in lines and '"message": "stopped"' in lines
@@ -67,7 +68,7 @@ def test_a_call_longer_than_the_grace_period_is_cancelled_and_the_process_still_
     process, port, log = slow_service
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         too_long = rpc.AppointmentsServiceStub(channel).GetAppointment.future(
-            pb.GetAppointmentRequest(appointment_id="60000"), timeout=30
+            pb.GetAppointmentRequest(appointment_id=slow_id(60000)), timeout=30
         )
         wait_until(
             lambda: b"call started" in log.read_bytes(), what="the call to reach the handler", timeout=10

@@ -62,7 +62,8 @@ def test_malformed_json_is_a_400_that_points_at_the_problem(edge):
     assert reply.status_code == 400
     body = reply.json()
     assert body["code"] == 3  # INVALID_ARGUMENT
-    assert "Expected : between key:value pair" in body["message"]
+    assert body["message"] == "malformed JSON: expected ':' at byte 39"
+    assert reply.headers["content-type"] == "application/json"
 
 
 def test_an_unknown_query_parameter_is_a_400_naming_it(edge):
@@ -94,3 +95,12 @@ def test_the_request_id_travels_from_the_edge_into_the_service_log(mesh, edge):
     line = next(json.loads(entry) for entry in log.splitlines() if request_id in entry)
     assert line["request_id"] == request_id
     assert line["method"] == "/clinic.reporting.v1.ReportingService/GetNoShowRate"
+
+
+def test_the_edge_publishes_the_openapi_document_of_its_routes_without_a_token(mesh):
+    from tools.openapi import DOCUMENT
+
+    reply = httpx.get(f"{mesh.edge_url}/openapi.json", timeout=10)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.text == DOCUMENT.read_text()

@@ -2,7 +2,8 @@
 serving the appointments contract with a GetAppointment that takes as long as asked.
 
     python -m tests.support.slow_service PORT GRACE_SECONDS
-The appointment_id of a request is the number of milliseconds the call should take."""
+The appointment_id of a request is a UUID whose last group is the number of milliseconds the call
+should take (`slow_id(1500)`): the kit validates ids like any service's."""
 
 from __future__ import annotations
 
@@ -22,10 +23,15 @@ class Settings(ServiceSettings):
     service_name = "appointments"
 
 
+def slow_id(ms: int) -> str:
+    return f"00000000-0000-4000-8000-{ms:012d}"
+
+
 class SlowAppointments(rpc.AppointmentsServiceServicer):
     async def GetAppointment(self, request, context):
-        logging.getLogger("slow").info("call started", extra={"ms": request.appointment_id})
-        await asyncio.sleep(int(request.appointment_id) / 1000)
+        ms = int(request.appointment_id.rsplit("-", 1)[1])
+        logging.getLogger("slow").info("call started", extra={"ms": ms})
+        await asyncio.sleep(ms / 1000)
         return pb.GetAppointmentResponse(appointment=resources_pb2.Appointment(id=request.appointment_id))
 
 

@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.type import dayofweek_pb2 as google_dot_type_dot_dayofweek__pb2
 from google.type import timeofday_pb2 as google_dot_type_dot_timeofday__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&clinic/appointments/v1/resources.proto\x12\x16\x63linic.appointments.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bgoogle/type/dayofweek.proto\x1a\x1bgoogle/type/timeofday.proto\"\xb8\x03\n\x0b\x41ppointment\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\npatient_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x18\n\tdoctor_id\x18\x03 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x34\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x32\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\nvisit_type\x18\x06 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x39\n\x06status\x18\x07 \x01(\x0e\x32).clinic.appointments.v1.AppointmentStatus\x12\x18\n\x10reason_for_visit\x18\x08 \x01(\t\x12\x1b\n\rcancel_reason\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"=\n\x06\x44octor\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x11\n\tspecialty\x18\x03 \x01(\t\"\xfe\x01\n\x08Schedule\x12\x17\n\tdoctor_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12;\n\rworking_hours\x18\x02 \x03(\x0b\x32$.clinic.appointments.v1.WorkingHours\x12\x14\n\x0cslot_minutes\x18\x03 \x01(\x05\x12\x36\n\x0bvisit_types\x18\x04 \x03(\x0b\x32!.clinic.appointments.v1.VisitType\x12\x17\n\ttime_zone\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x91\x01\n\x0cWorkingHours\x12+\n\x0b\x64\x61y_of_week\x18\x01 \x01(\x0e\x32\x16.google.type.DayOfWeek\x12*\n\nstart_time\x18\x02 \x01(\x0b\x32\x16.google.type.TimeOfDay\x12(\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x16.google.type.TimeOfDay\"A\n\tVisitType\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10\x64uration_minutes\x18\x03 \x01(\x05\"\xe5\x01\n\x07TimeOff\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tdoctor_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x32\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"w\n\x04Slot\x12\x11\n\tdoctor_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xbd\x01\n\x11\x41ppointmentStatus\x12\"\n\x1e\x41PPOINTMENT_STATUS_UNSPECIFIED\x10\x00\x12 \n\x1c\x41PPOINTMENT_STATUS_CONFIRMED\x10\x01\x12 \n\x1c\x41PPOINTMENT_STATUS_CANCELLED\x10\x02\x12 \n\x1c\x41PPOINTMENT_STATUS_COMPLETED\x10\x03\x12\x1e\n\x1a\x41PPOINTMENT_STATUS_NO_SHOW\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&clinic/appointments/v1/resources.proto\x12\x16\x63linic.appointments.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bgoogle/type/dayofweek.proto\x1a\x1bgoogle/type/timeofday.proto\"\xb8\x03\n\x0b\x41ppointment\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\npatient_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x18\n\tdoctor_id\x18\x03 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x34\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x32\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\nvisit_type\x18\x06 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x39\n\x06status\x18\x07 \x01(\x0e\x32).clinic.appointments.v1.AppointmentStatus\x12\x18\n\x10reason_for_visit\x18\x08 \x01(\t\x12\x1b\n\rcancel_reason\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"=\n\x06\x44octor\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x11\n\tspecialty\x18\x03 \x01(\t\"\x92\x02\n\x08Schedule\x12\x17\n\tdoctor_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x45\n\rworking_hours\x18\x02 \x03(\x0b\x32$.clinic.appointments.v1.WorkingHoursB\x08\xbaH\x05\x92\x01\x02\x10\x64\x12\x14\n\x0cslot_minutes\x18\x03 \x01(\x05\x12@\n\x0bvisit_types\x18\x04 \x03(\x0b\x32!.clinic.appointments.v1.VisitTypeB\x08\xbaH\x05\x92\x01\x02\x10\x32\x12\x17\n\ttime_zone\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x91\x01\n\x0cWorkingHours\x12+\n\x0b\x64\x61y_of_week\x18\x01 \x01(\x0e\x32\x16.google.type.DayOfWeek\x12*\n\nstart_time\x18\x02 \x01(\x0b\x32\x16.google.type.TimeOfDay\x12(\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x16.google.type.TimeOfDay\"A\n\tVisitType\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10\x64uration_minutes\x18\x03 \x01(\x05\"\xe5\x01\n\x07TimeOff\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tdoctor_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x32\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"w\n\x04Slot\x12\x11\n\tdoctor_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xbd\x01\n\x11\x41ppointmentStatus\x12\"\n\x1e\x41PPOINTMENT_STATUS_UNSPECIFIED\x10\x00\x12 \n\x1c\x41PPOINTMENT_STATUS_CONFIRMED\x10\x01\x12 \n\x1c\x41PPOINTMENT_STATUS_CANCELLED\x10\x02\x12 \n\x1c\x41PPOINTMENT_STATUS_COMPLETED\x10\x03\x12\x1e\n\x1a\x41PPOINTMENT_STATUS_NO_SHOW\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,6 +56,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPOINTMENT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_SCHEDULE'].fields_by_name['doctor_id']._loaded_options = None
   _globals['_SCHEDULE'].fields_by_name['doctor_id']._serialized_options = b'\342A\001\003'
+  _globals['_SCHEDULE'].fields_by_name['working_hours']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['working_hours']._serialized_options = b'\272H\005\222\001\002\020d'
+  _globals['_SCHEDULE'].fields_by_name['visit_types']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['visit_types']._serialized_options = b'\272H\005\222\001\002\0202'
   _globals['_SCHEDULE'].fields_by_name['time_zone']._loaded_options = None
   _globals['_SCHEDULE'].fields_by_name['time_zone']._serialized_options = b'\342A\001\003'
   _globals['_SCHEDULE'].fields_by_name['update_time']._loaded_options = None
@@ -69,20 +74,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMEOFF'].fields_by_name['end_time']._serialized_options = b'\342A\001\002'
   _globals['_TIMEOFF'].fields_by_name['create_time']._loaded_options = None
   _globals['_TIMEOFF'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
-  _globals['_APPOINTMENTSTATUS']._serialized_start=1522
-  _globals['_APPOINTMENTSTATUS']._serialized_end=1711
-  _globals['_APPOINTMENT']._serialized_start=191
-  _globals['_APPOINTMENT']._serialized_end=631
-  _globals['_DOCTOR']._serialized_start=633
-  _globals['_DOCTOR']._serialized_end=694
-  _globals['_SCHEDULE']._serialized_start=697
-  _globals['_SCHEDULE']._serialized_end=951
-  _globals['_WORKINGHOURS']._serialized_start=954
-  _globals['_WORKINGHOURS']._serialized_end=1099
-  _globals['_VISITTYPE']._serialized_start=1101
-  _globals['_VISITTYPE']._serialized_end=1166
-  _globals['_TIMEOFF']._serialized_start=1169
-  _globals['_TIMEOFF']._serialized_end=1398
-  _globals['_SLOT']._serialized_start=1400
-  _globals['_SLOT']._serialized_end=1519
+  _globals['_APPOINTMENTSTATUS']._serialized_start=1571
+  _globals['_APPOINTMENTSTATUS']._serialized_end=1760
+  _globals['_APPOINTMENT']._serialized_start=220
+  _globals['_APPOINTMENT']._serialized_end=660
+  _globals['_DOCTOR']._serialized_start=662
+  _globals['_DOCTOR']._serialized_end=723
+  _globals['_SCHEDULE']._serialized_start=726
+  _globals['_SCHEDULE']._serialized_end=1000
+  _globals['_WORKINGHOURS']._serialized_start=1003
+  _globals['_WORKINGHOURS']._serialized_end=1148
+  _globals['_VISITTYPE']._serialized_start=1150
+  _globals['_VISITTYPE']._serialized_end=1215
+  _globals['_TIMEOFF']._serialized_start=1218
+  _globals['_TIMEOFF']._serialized_end=1447
+  _globals['_SLOT']._serialized_start=1449
+  _globals['_SLOT']._serialized_end=1568
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from clinic.insurance.v1 import resources_pb2 as clinic_dot_insurance_dot_v1_dot_resources__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
@@ -29,35 +30,47 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+clinic/insurance/v1/insurance_service.proto\x12\x13\x63linic.insurance.v1\x1a#clinic/insurance/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x16google/type/date.proto\"<\n\x13ListInsurersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x14ListInsurersResponse\x12.\n\x08insurers\x18\x01 \x03(\x0b\x32\x1c.clinic.insurance.v1.Insurer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x11GetInsurerRequest\x12\x18\n\ninsurer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x12GetInsurerResponse\x12-\n\x07insurer\x18\x01 \x01(\x0b\x32\x1c.clinic.insurance.v1.Insurer\"_\n\x14\x43reateInsurerRequest\x12\x33\n\x07insurer\x18\x01 \x01(\x0b\x32\x1c.clinic.insurance.v1.InsurerB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"F\n\x15\x43reateInsurerResponse\x12-\n\x07insurer\x18\x01 \x01(\x0b\x32\x1c.clinic.insurance.v1.Insurer\"b\n\x15\x43reateCoverageRequest\x12\x35\n\x08\x63overage\x18\x01 \x01(\x0b\x32\x1d.clinic.insurance.v1.CoverageB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"I\n\x16\x43reateCoverageResponse\x12/\n\x08\x63overage\x18\x01 \x01(\x0b\x32\x1d.clinic.insurance.v1.Coverage\"/\n\x12GetCoverageRequest\x12\x19\n\x0b\x63overage_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"F\n\x13GetCoverageResponse\x12/\n\x08\x63overage\x18\x01 \x01(\x0b\x32\x1d.clinic.insurance.v1.Coverage\"Q\n\x14ListCoveragesRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x15ListCoveragesResponse\x12\x30\n\tcoverages\x18\x01 \x03(\x0b\x32\x1d.clinic.insurance.v1.Coverage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa0\x01\n\x15UpdateCoverageRequest\x12\x19\n\x0b\x63overage_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x08\x63overage\x18\x02 \x01(\x0b\x32\x1d.clinic.insurance.v1.CoverageB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"I\n\x16UpdateCoverageResponse\x12/\n\x08\x63overage\x18\x01 \x01(\x0b\x32\x1d.clinic.insurance.v1.Coverage\"2\n\x15\x44\x65leteCoverageRequest\x12\x19\n\x0b\x63overage_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x18\n\x16\x44\x65leteCoverageResponse\"q\n\x17\x43heckEligibilityRequest\x12\x19\n\x0b\x63overage_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\'\n\x0cservice_date\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\x12\n\nvisit_type\x18\x03 \x01(\t\"\\\n\x18\x43heckEligibilityResponse\x12@\n\x11\x65ligibility_check\x18\x01 \x01(\x0b\x32%.clinic.insurance.v1.EligibilityCheck\"Y\n\x12\x43reateClaimRequest\x12/\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x1a.clinic.insurance.v1.ClaimB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"@\n\x13\x43reateClaimResponse\x12)\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x1a.clinic.insurance.v1.Claim\")\n\x0fGetClaimRequest\x12\x16\n\x08\x63laim_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x10GetClaimResponse\x12)\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x1a.clinic.insurance.v1.Claim\"r\n\x11ListClaimsRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x12\n\ninvoice_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Y\n\x12ListClaimsResponse\x12*\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x1a.clinic.insurance.v1.Claim\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe0\r\n\x10InsuranceService\x12\x83\x01\n\x0cListInsurers\x12(.clinic.insurance.v1.ListInsurersRequest\x1a).clinic.insurance.v1.ListInsurersResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/insurance/insurers\x12\x8a\x01\n\nGetInsurer\x12&.clinic.insurance.v1.GetInsurerRequest\x1a\'.clinic.insurance.v1.GetInsurerResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/insurance/insurers/{insurer_id}\x12\x8f\x01\n\rCreateInsurer\x12).clinic.insurance.v1.CreateInsurerRequest\x1a*.clinic.insurance.v1.CreateInsurerResponse\"\'\x82\xd3\xe4\x93\x02!\"\x16/v1/insurance/insurers:\x07insurer\x12\x94\x01\n\x0e\x43reateCoverage\x12*.clinic.insurance.v1.CreateCoverageRequest\x1a+.clinic.insurance.v1.CreateCoverageResponse\")\x82\xd3\xe4\x93\x02#\"\x17/v1/insurance/coverages:\x08\x63overage\x12\x8f\x01\n\x0bGetCoverage\x12\'.clinic.insurance.v1.GetCoverageRequest\x1a(.clinic.insurance.v1.GetCoverageResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/v1/insurance/coverages/{coverage_id}\x12\x87\x01\n\rListCoverages\x12).clinic.insurance.v1.ListCoveragesRequest\x1a*.clinic.insurance.v1.ListCoveragesResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/insurance/coverages\x12\xa2\x01\n\x0eUpdateCoverage\x12*.clinic.insurance.v1.UpdateCoverageRequest\x1a+.clinic.insurance.v1.UpdateCoverageResponse\"7\x82\xd3\xe4\x93\x02\x31\x32%/v1/insurance/coverages/{coverage_id}:\x08\x63overage\x12\x98\x01\n\x0e\x44\x65leteCoverage\x12*.clinic.insurance.v1.DeleteCoverageRequest\x1a+.clinic.insurance.v1.DeleteCoverageResponse\"-\x82\xd3\xe4\x93\x02\'*%/v1/insurance/coverages/{coverage_id}\x12\xb2\x01\n\x10\x43heckEligibility\x12,.clinic.insurance.v1.CheckEligibilityRequest\x1a-.clinic.insurance.v1.CheckEligibilityResponse\"A\x82\xd3\xe4\x93\x02;\"6/v1/insurance/coverages/{coverage_id}:checkEligibility:\x01*\x12\x83\x01\n\x0b\x43reateClaim\x12\'.clinic.insurance.v1.CreateClaimRequest\x1a(.clinic.insurance.v1.CreateClaimResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x12/v1/billing/claims:\x05\x63laim\x12~\n\x08GetClaim\x12$.clinic.insurance.v1.GetClaimRequest\x1a%.clinic.insurance.v1.GetClaimResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/billing/claims/{claim_id}\x12y\n\nListClaims\x12&.clinic.insurance.v1.ListClaimsRequest\x1a\'.clinic.insurance.v1.ListClaimsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/billing/claimsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+clinic/insurance/v1/insurance_service.proto\x12\x13\x63linic.insurance.v1\x1a\x1b\x62uf/validate/validate.proto\x1a#clinic/insurance/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x16google/type/date.proto\"E\n\x13ListInsurersRequest\x12\x1a\n\tpage_size\x18\x01 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x14ListInsurersResponse\x12.\n\x08insurers\x18\x01 \x03(\x0b\x32\x1c.clinic.insurance.v1.Insurer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x11GetInsurerRequest\x12#\n\ninsurer_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"C\n\x12GetInsurerResponse\x12-\n\x07insurer\x18\x01 \x01(\x0b\x32\x1c.clinic.insurance.v1.Insurer\"_\n\x14\x43reateInsurerRequest\x12\x33\n\x07insurer\x18\x01 \x01(\x0b\x32\x1c.clinic.insurance.v1.InsurerB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"F\n\x15\x43reateInsurerResponse\x12-\n\x07insurer\x18\x01 \x01(\x0b\x32\x1c.clinic.insurance.v1.Insurer\"b\n\x15\x43reateCoverageRequest\x12\x35\n\x08\x63overage\x18\x01 \x01(\x0b\x32\x1d.clinic.insurance.v1.CoverageB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"I\n\x16\x43reateCoverageResponse\x12/\n\x08\x63overage\x18\x01 \x01(\x0b\x32\x1d.clinic.insurance.v1.Coverage\":\n\x12GetCoverageRequest\x12$\n\x0b\x63overage_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"F\n\x13GetCoverageResponse\x12/\n\x08\x63overage\x18\x01 \x01(\x0b\x32\x1d.clinic.insurance.v1.Coverage\"g\n\x14ListCoveragesRequest\x12\x1f\n\npatient_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1a\n\tpage_size\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x15ListCoveragesResponse\x12\x30\n\tcoverages\x18\x01 \x03(\x0b\x32\x1d.clinic.insurance.v1.Coverage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xab\x01\n\x15UpdateCoverageRequest\x12$\n\x0b\x63overage_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x35\n\x08\x63overage\x18\x02 \x01(\x0b\x32\x1d.clinic.insurance.v1.CoverageB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"I\n\x16UpdateCoverageResponse\x12/\n\x08\x63overage\x18\x01 \x01(\x0b\x32\x1d.clinic.insurance.v1.Coverage\"=\n\x15\x44\x65leteCoverageRequest\x12$\n\x0b\x63overage_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x18\n\x16\x44\x65leteCoverageResponse\"|\n\x17\x43heckEligibilityRequest\x12$\n\x0b\x63overage_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\'\n\x0cservice_date\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\x12\n\nvisit_type\x18\x03 \x01(\t\"\\\n\x18\x43heckEligibilityResponse\x12@\n\x11\x65ligibility_check\x18\x01 \x01(\x0b\x32%.clinic.insurance.v1.EligibilityCheck\"Y\n\x12\x43reateClaimRequest\x12/\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x1a.clinic.insurance.v1.ClaimB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"@\n\x13\x43reateClaimResponse\x12)\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x1a.clinic.insurance.v1.Claim\"4\n\x0fGetClaimRequest\x12!\n\x08\x63laim_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"=\n\x10GetClaimResponse\x12)\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x1a.clinic.insurance.v1.Claim\"\x95\x01\n\x11ListClaimsRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x1f\n\npatient_id\x18\x02 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1f\n\ninvoice_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1a\n\tpage_size\x18\x04 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x05 \x01(\t\"Y\n\x12ListClaimsResponse\x12*\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x1a.clinic.insurance.v1.Claim\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe0\r\n\x10InsuranceService\x12\x83\x01\n\x0cListInsurers\x12(.clinic.insurance.v1.ListInsurersRequest\x1a).clinic.insurance.v1.ListInsurersResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/insurance/insurers\x12\x8a\x01\n\nGetInsurer\x12&.clinic.insurance.v1.GetInsurerRequest\x1a\'.clinic.insurance.v1.GetInsurerResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/insurance/insurers/{insurer_id}\x12\x8f\x01\n\rCreateInsurer\x12).clinic.insurance.v1.CreateInsurerRequest\x1a*.clinic.insurance.v1.CreateInsurerResponse\"\'\x82\xd3\xe4\x93\x02!\"\x16/v1/insurance/insurers:\x07insurer\x12\x94\x01\n\x0e\x43reateCoverage\x12*.clinic.insurance.v1.CreateCoverageRequest\x1a+.clinic.insurance.v1.CreateCoverageResponse\")\x82\xd3\xe4\x93\x02#\"\x17/v1/insurance/coverages:\x08\x63overage\x12\x8f\x01\n\x0bGetCoverage\x12\'.clinic.insurance.v1.GetCoverageRequest\x1a(.clinic.insurance.v1.GetCoverageResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/v1/insurance/coverages/{coverage_id}\x12\x87\x01\n\rListCoverages\x12).clinic.insurance.v1.ListCoveragesRequest\x1a*.clinic.insurance.v1.ListCoveragesResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/insurance/coverages\x12\xa2\x01\n\x0eUpdateCoverage\x12*.clinic.insurance.v1.UpdateCoverageRequest\x1a+.clinic.insurance.v1.UpdateCoverageResponse\"7\x82\xd3\xe4\x93\x02\x31\x32%/v1/insurance/coverages/{coverage_id}:\x08\x63overage\x12\x98\x01\n\x0e\x44\x65leteCoverage\x12*.clinic.insurance.v1.DeleteCoverageRequest\x1a+.clinic.insurance.v1.DeleteCoverageResponse\"-\x82\xd3\xe4\x93\x02\'*%/v1/insurance/coverages/{coverage_id}\x12\xb2\x01\n\x10\x43heckEligibility\x12,.clinic.insurance.v1.CheckEligibilityRequest\x1a-.clinic.insurance.v1.CheckEligibilityResponse\"A\x82\xd3\xe4\x93\x02;\"6/v1/insurance/coverages/{coverage_id}:checkEligibility:\x01*\x12\x83\x01\n\x0b\x43reateClaim\x12\'.clinic.insurance.v1.CreateClaimRequest\x1a(.clinic.insurance.v1.CreateClaimResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x12/v1/billing/claims:\x05\x63laim\x12~\n\x08GetClaim\x12$.clinic.insurance.v1.GetClaimRequest\x1a%.clinic.insurance.v1.GetClaimResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/billing/claims/{claim_id}\x12y\n\nListClaims\x12&.clinic.insurance.v1.ListClaimsRequest\x1a\'.clinic.insurance.v1.ListClaimsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/billing/claimsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clinic.insurance.v1.insurance_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_LISTINSURERSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTINSURERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_GETINSURERREQUEST'].fields_by_name['insurer_id']._loaded_options = None
-  _globals['_GETINSURERREQUEST'].fields_by_name['insurer_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETINSURERREQUEST'].fields_by_name['insurer_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_CREATEINSURERREQUEST'].fields_by_name['insurer']._loaded_options = None
   _globals['_CREATEINSURERREQUEST'].fields_by_name['insurer']._serialized_options = b'\342A\001\002'
   _globals['_CREATECOVERAGEREQUEST'].fields_by_name['coverage']._loaded_options = None
   _globals['_CREATECOVERAGEREQUEST'].fields_by_name['coverage']._serialized_options = b'\342A\001\002'
   _globals['_GETCOVERAGEREQUEST'].fields_by_name['coverage_id']._loaded_options = None
-  _globals['_GETCOVERAGEREQUEST'].fields_by_name['coverage_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETCOVERAGEREQUEST'].fields_by_name['coverage_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTCOVERAGESREQUEST'].fields_by_name['patient_id']._loaded_options = None
+  _globals['_LISTCOVERAGESREQUEST'].fields_by_name['patient_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTCOVERAGESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTCOVERAGESREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_UPDATECOVERAGEREQUEST'].fields_by_name['coverage_id']._loaded_options = None
-  _globals['_UPDATECOVERAGEREQUEST'].fields_by_name['coverage_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATECOVERAGEREQUEST'].fields_by_name['coverage_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_UPDATECOVERAGEREQUEST'].fields_by_name['coverage']._loaded_options = None
   _globals['_UPDATECOVERAGEREQUEST'].fields_by_name['coverage']._serialized_options = b'\342A\001\002'
   _globals['_UPDATECOVERAGEREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATECOVERAGEREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
   _globals['_DELETECOVERAGEREQUEST'].fields_by_name['coverage_id']._loaded_options = None
-  _globals['_DELETECOVERAGEREQUEST'].fields_by_name['coverage_id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETECOVERAGEREQUEST'].fields_by_name['coverage_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_CHECKELIGIBILITYREQUEST'].fields_by_name['coverage_id']._loaded_options = None
-  _globals['_CHECKELIGIBILITYREQUEST'].fields_by_name['coverage_id']._serialized_options = b'\342A\001\002'
+  _globals['_CHECKELIGIBILITYREQUEST'].fields_by_name['coverage_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_CREATECLAIMREQUEST'].fields_by_name['claim']._loaded_options = None
   _globals['_CREATECLAIMREQUEST'].fields_by_name['claim']._serialized_options = b'\342A\001\002'
   _globals['_GETCLAIMREQUEST'].fields_by_name['claim_id']._loaded_options = None
-  _globals['_GETCLAIMREQUEST'].fields_by_name['claim_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETCLAIMREQUEST'].fields_by_name['claim_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTCLAIMSREQUEST'].fields_by_name['patient_id']._loaded_options = None
+  _globals['_LISTCLAIMSREQUEST'].fields_by_name['patient_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTCLAIMSREQUEST'].fields_by_name['invoice_id']._loaded_options = None
+  _globals['_LISTCLAIMSREQUEST'].fields_by_name['invoice_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTCLAIMSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTCLAIMSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_INSURANCESERVICE'].methods_by_name['ListInsurers']._loaded_options = None
   _globals['_INSURANCESERVICE'].methods_by_name['ListInsurers']._serialized_options = b'\202\323\344\223\002\030\022\026/v1/insurance/insurers'
   _globals['_INSURANCESERVICE'].methods_by_name['GetInsurer']._loaded_options = None
@@ -82,54 +95,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSURANCESERVICE'].methods_by_name['GetClaim']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/billing/claims/{claim_id}'
   _globals['_INSURANCESERVICE'].methods_by_name['ListClaims']._loaded_options = None
   _globals['_INSURANCESERVICE'].methods_by_name['ListClaims']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/billing/claims'
-  _globals['_LISTINSURERSREQUEST']._serialized_start=226
-  _globals['_LISTINSURERSREQUEST']._serialized_end=286
-  _globals['_LISTINSURERSRESPONSE']._serialized_start=288
-  _globals['_LISTINSURERSRESPONSE']._serialized_end=383
-  _globals['_GETINSURERREQUEST']._serialized_start=385
-  _globals['_GETINSURERREQUEST']._serialized_end=430
-  _globals['_GETINSURERRESPONSE']._serialized_start=432
-  _globals['_GETINSURERRESPONSE']._serialized_end=499
-  _globals['_CREATEINSURERREQUEST']._serialized_start=501
-  _globals['_CREATEINSURERREQUEST']._serialized_end=596
-  _globals['_CREATEINSURERRESPONSE']._serialized_start=598
-  _globals['_CREATEINSURERRESPONSE']._serialized_end=668
-  _globals['_CREATECOVERAGEREQUEST']._serialized_start=670
-  _globals['_CREATECOVERAGEREQUEST']._serialized_end=768
-  _globals['_CREATECOVERAGERESPONSE']._serialized_start=770
-  _globals['_CREATECOVERAGERESPONSE']._serialized_end=843
-  _globals['_GETCOVERAGEREQUEST']._serialized_start=845
-  _globals['_GETCOVERAGEREQUEST']._serialized_end=892
-  _globals['_GETCOVERAGERESPONSE']._serialized_start=894
-  _globals['_GETCOVERAGERESPONSE']._serialized_end=964
-  _globals['_LISTCOVERAGESREQUEST']._serialized_start=966
-  _globals['_LISTCOVERAGESREQUEST']._serialized_end=1047
-  _globals['_LISTCOVERAGESRESPONSE']._serialized_start=1049
-  _globals['_LISTCOVERAGESRESPONSE']._serialized_end=1147
-  _globals['_UPDATECOVERAGEREQUEST']._serialized_start=1150
-  _globals['_UPDATECOVERAGEREQUEST']._serialized_end=1310
-  _globals['_UPDATECOVERAGERESPONSE']._serialized_start=1312
-  _globals['_UPDATECOVERAGERESPONSE']._serialized_end=1385
-  _globals['_DELETECOVERAGEREQUEST']._serialized_start=1387
-  _globals['_DELETECOVERAGEREQUEST']._serialized_end=1437
-  _globals['_DELETECOVERAGERESPONSE']._serialized_start=1439
-  _globals['_DELETECOVERAGERESPONSE']._serialized_end=1463
-  _globals['_CHECKELIGIBILITYREQUEST']._serialized_start=1465
-  _globals['_CHECKELIGIBILITYREQUEST']._serialized_end=1578
-  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_start=1580
-  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_end=1672
-  _globals['_CREATECLAIMREQUEST']._serialized_start=1674
-  _globals['_CREATECLAIMREQUEST']._serialized_end=1763
-  _globals['_CREATECLAIMRESPONSE']._serialized_start=1765
-  _globals['_CREATECLAIMRESPONSE']._serialized_end=1829
-  _globals['_GETCLAIMREQUEST']._serialized_start=1831
-  _globals['_GETCLAIMREQUEST']._serialized_end=1872
-  _globals['_GETCLAIMRESPONSE']._serialized_start=1874
-  _globals['_GETCLAIMRESPONSE']._serialized_end=1935
-  _globals['_LISTCLAIMSREQUEST']._serialized_start=1937
-  _globals['_LISTCLAIMSREQUEST']._serialized_end=2051
-  _globals['_LISTCLAIMSRESPONSE']._serialized_start=2053
-  _globals['_LISTCLAIMSRESPONSE']._serialized_end=2142
-  _globals['_INSURANCESERVICE']._serialized_start=2145
-  _globals['_INSURANCESERVICE']._serialized_end=3905
+  _globals['_LISTINSURERSREQUEST']._serialized_start=255
+  _globals['_LISTINSURERSREQUEST']._serialized_end=324
+  _globals['_LISTINSURERSRESPONSE']._serialized_start=326
+  _globals['_LISTINSURERSRESPONSE']._serialized_end=421
+  _globals['_GETINSURERREQUEST']._serialized_start=423
+  _globals['_GETINSURERREQUEST']._serialized_end=479
+  _globals['_GETINSURERRESPONSE']._serialized_start=481
+  _globals['_GETINSURERRESPONSE']._serialized_end=548
+  _globals['_CREATEINSURERREQUEST']._serialized_start=550
+  _globals['_CREATEINSURERREQUEST']._serialized_end=645
+  _globals['_CREATEINSURERRESPONSE']._serialized_start=647
+  _globals['_CREATEINSURERRESPONSE']._serialized_end=717
+  _globals['_CREATECOVERAGEREQUEST']._serialized_start=719
+  _globals['_CREATECOVERAGEREQUEST']._serialized_end=817
+  _globals['_CREATECOVERAGERESPONSE']._serialized_start=819
+  _globals['_CREATECOVERAGERESPONSE']._serialized_end=892
+  _globals['_GETCOVERAGEREQUEST']._serialized_start=894
+  _globals['_GETCOVERAGEREQUEST']._serialized_end=952
+  _globals['_GETCOVERAGERESPONSE']._serialized_start=954
+  _globals['_GETCOVERAGERESPONSE']._serialized_end=1024
+  _globals['_LISTCOVERAGESREQUEST']._serialized_start=1026
+  _globals['_LISTCOVERAGESREQUEST']._serialized_end=1129
+  _globals['_LISTCOVERAGESRESPONSE']._serialized_start=1131
+  _globals['_LISTCOVERAGESRESPONSE']._serialized_end=1229
+  _globals['_UPDATECOVERAGEREQUEST']._serialized_start=1232
+  _globals['_UPDATECOVERAGEREQUEST']._serialized_end=1403
+  _globals['_UPDATECOVERAGERESPONSE']._serialized_start=1405
+  _globals['_UPDATECOVERAGERESPONSE']._serialized_end=1478
+  _globals['_DELETECOVERAGEREQUEST']._serialized_start=1480
+  _globals['_DELETECOVERAGEREQUEST']._serialized_end=1541
+  _globals['_DELETECOVERAGERESPONSE']._serialized_start=1543
+  _globals['_DELETECOVERAGERESPONSE']._serialized_end=1567
+  _globals['_CHECKELIGIBILITYREQUEST']._serialized_start=1569
+  _globals['_CHECKELIGIBILITYREQUEST']._serialized_end=1693
+  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_start=1695
+  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_end=1787
+  _globals['_CREATECLAIMREQUEST']._serialized_start=1789
+  _globals['_CREATECLAIMREQUEST']._serialized_end=1878
+  _globals['_CREATECLAIMRESPONSE']._serialized_start=1880
+  _globals['_CREATECLAIMRESPONSE']._serialized_end=1944
+  _globals['_GETCLAIMREQUEST']._serialized_start=1946
+  _globals['_GETCLAIMREQUEST']._serialized_end=1998
+  _globals['_GETCLAIMRESPONSE']._serialized_start=2000
+  _globals['_GETCLAIMRESPONSE']._serialized_end=2061
+  _globals['_LISTCLAIMSREQUEST']._serialized_start=2064
+  _globals['_LISTCLAIMSREQUEST']._serialized_end=2213
+  _globals['_LISTCLAIMSRESPONSE']._serialized_start=2215
+  _globals['_LISTCLAIMSRESPONSE']._serialized_end=2304
+  _globals['_INSURANCESERVICE']._serialized_start=2307
+  _globals['_INSURANCESERVICE']._serialized_end=4067
 # @@protoc_insertion_point(module_scope)

@@ -22,29 +22,42 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from clinic.notification.v1 import resources_pb2 as clinic_dot_notification_dot_v1_dot_resources__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1clinic/notification/v1/notification_service.proto\x12\x16\x63linic.notification.v1\x1a&clinic/notification/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"\x8c\x01\n\x18ListNotificationsRequest\x12\x14\n\x0crecipient_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\nevent_type\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"q\n\x19ListNotificationsResponse\x12;\n\rnotifications\x18\x01 \x03(\x0b\x32$.clinic.notification.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x16GetNotificationRequest\x12\x1d\n\x0fnotification_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"U\n\x17GetNotificationResponse\x12:\n\x0cnotification\x18\x01 \x01(\x0b\x32$.clinic.notification.v1.Notification\"b\n\x14ListTemplatesRequest\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"e\n\x15ListTemplatesResponse\x12\x33\n\ttemplates\x18\x01 \x03(\x0b\x32 .clinic.notification.v1.Template\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x12GetTemplateRequest\x12\x19\n\x0btemplate_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x13GetTemplateResponse\x12\x32\n\x08template\x18\x01 \x01(\x0b\x32 .clinic.notification.v1.Template\"\xa3\x01\n\x15UpdateTemplateRequest\x12\x19\n\x0btemplate_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x38\n\x08template\x18\x02 \x01(\x0b\x32 .clinic.notification.v1.TemplateB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"L\n\x16UpdateTemplateResponse\x12\x32\n\x08template\x18\x01 \x01(\x0b\x32 .clinic.notification.v1.Template\"y\n\x14ListRemindersRequest\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"e\n\x15ListRemindersResponse\x12\x33\n\treminders\x18\x01 \x03(\x0b\x32 .clinic.notification.v1.Reminder\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc0\x07\n\x13NotificationService\x12\x93\x01\n\x11ListNotifications\x12\x30.clinic.notification.v1.ListNotificationsRequest\x1a\x31.clinic.notification.v1.ListNotificationsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/notifications\x12\x9f\x01\n\x0fGetNotification\x12..clinic.notification.v1.GetNotificationRequest\x1a/.clinic.notification.v1.GetNotificationResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/notifications/{notification_id}\x12\x91\x01\n\rListTemplates\x12,.clinic.notification.v1.ListTemplatesRequest\x1a-.clinic.notification.v1.ListTemplatesResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/notifications/templates\x12\x99\x01\n\x0bGetTemplate\x12*.clinic.notification.v1.GetTemplateRequest\x1a+.clinic.notification.v1.GetTemplateResponse\"1\x82\xd3\xe4\x93\x02+\x12)/v1/notifications/templates/{template_id}\x12\xac\x01\n\x0eUpdateTemplate\x12-.clinic.notification.v1.UpdateTemplateRequest\x1a..clinic.notification.v1.UpdateTemplateResponse\";\x82\xd3\xe4\x93\x02\x35\x32)/v1/notifications/templates/{template_id}:\x08template\x12\x91\x01\n\rListReminders\x12,.clinic.notification.v1.ListRemindersRequest\x1a-.clinic.notification.v1.ListRemindersResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/notifications/remindersb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1clinic/notification/v1/notification_service.proto\x12\x16\x63linic.notification.v1\x1a\x1b\x62uf/validate/validate.proto\x1a&clinic/notification/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"\xa2\x01\n\x18ListNotificationsRequest\x12!\n\x0crecipient_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\nevent_type\x18\x04 \x01(\t\x12\x1a\n\tpage_size\x18\x05 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x06 \x01(\t\"q\n\x19ListNotificationsResponse\x12;\n\rnotifications\x18\x01 \x03(\x0b\x32$.clinic.notification.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x16GetNotificationRequest\x12(\n\x0fnotification_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"U\n\x17GetNotificationResponse\x12:\n\x0cnotification\x18\x01 \x01(\x0b\x32$.clinic.notification.v1.Notification\"k\n\x14ListTemplatesRequest\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x1a\n\tpage_size\x18\x03 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x04 \x01(\t\"e\n\x15ListTemplatesResponse\x12\x33\n\ttemplates\x18\x01 \x03(\x0b\x32 .clinic.notification.v1.Template\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x12GetTemplateRequest\x12$\n\x0btemplate_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"I\n\x13GetTemplateResponse\x12\x32\n\x08template\x18\x01 \x01(\x0b\x32 .clinic.notification.v1.Template\"\xae\x01\n\x15UpdateTemplateRequest\x12$\n\x0btemplate_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x38\n\x08template\x18\x02 \x01(\x0b\x32 .clinic.notification.v1.TemplateB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"L\n\x16UpdateTemplateResponse\x12\x32\n\x08template\x18\x01 \x01(\x0b\x32 .clinic.notification.v1.Template\"\x9c\x01\n\x14ListRemindersRequest\x12\x1f\n\npatient_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12#\n\x0e\x61ppointment_id\x18\x02 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x1a\n\tpage_size\x18\x04 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x05 \x01(\t\"e\n\x15ListRemindersResponse\x12\x33\n\treminders\x18\x01 \x03(\x0b\x32 .clinic.notification.v1.Reminder\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc0\x07\n\x13NotificationService\x12\x93\x01\n\x11ListNotifications\x12\x30.clinic.notification.v1.ListNotificationsRequest\x1a\x31.clinic.notification.v1.ListNotificationsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/notifications\x12\x9f\x01\n\x0fGetNotification\x12..clinic.notification.v1.GetNotificationRequest\x1a/.clinic.notification.v1.GetNotificationResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/notifications/{notification_id}\x12\x91\x01\n\rListTemplates\x12,.clinic.notification.v1.ListTemplatesRequest\x1a-.clinic.notification.v1.ListTemplatesResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/notifications/templates\x12\x99\x01\n\x0bGetTemplate\x12*.clinic.notification.v1.GetTemplateRequest\x1a+.clinic.notification.v1.GetTemplateResponse\"1\x82\xd3\xe4\x93\x02+\x12)/v1/notifications/templates/{template_id}\x12\xac\x01\n\x0eUpdateTemplate\x12-.clinic.notification.v1.UpdateTemplateRequest\x1a..clinic.notification.v1.UpdateTemplateResponse\";\x82\xd3\xe4\x93\x02\x35\x32)/v1/notifications/templates/{template_id}:\x08template\x12\x91\x01\n\rListReminders\x12,.clinic.notification.v1.ListRemindersRequest\x1a-.clinic.notification.v1.ListRemindersResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/notifications/remindersb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clinic.notification.v1.notification_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_LISTNOTIFICATIONSREQUEST'].fields_by_name['recipient_id']._loaded_options = None
+  _globals['_LISTNOTIFICATIONSREQUEST'].fields_by_name['recipient_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTNOTIFICATIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTNOTIFICATIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_GETNOTIFICATIONREQUEST'].fields_by_name['notification_id']._loaded_options = None
-  _globals['_GETNOTIFICATIONREQUEST'].fields_by_name['notification_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETNOTIFICATIONREQUEST'].fields_by_name['notification_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTTEMPLATESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTTEMPLATESREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_GETTEMPLATEREQUEST'].fields_by_name['template_id']._loaded_options = None
-  _globals['_GETTEMPLATEREQUEST'].fields_by_name['template_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETTEMPLATEREQUEST'].fields_by_name['template_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_UPDATETEMPLATEREQUEST'].fields_by_name['template_id']._loaded_options = None
-  _globals['_UPDATETEMPLATEREQUEST'].fields_by_name['template_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATETEMPLATEREQUEST'].fields_by_name['template_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_UPDATETEMPLATEREQUEST'].fields_by_name['template']._loaded_options = None
   _globals['_UPDATETEMPLATEREQUEST'].fields_by_name['template']._serialized_options = b'\342A\001\002'
   _globals['_UPDATETEMPLATEREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATETEMPLATEREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
+  _globals['_LISTREMINDERSREQUEST'].fields_by_name['patient_id']._loaded_options = None
+  _globals['_LISTREMINDERSREQUEST'].fields_by_name['patient_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTREMINDERSREQUEST'].fields_by_name['appointment_id']._loaded_options = None
+  _globals['_LISTREMINDERSREQUEST'].fields_by_name['appointment_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTREMINDERSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTREMINDERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['ListNotifications']._loaded_options = None
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['ListNotifications']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/notifications'
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['GetNotification']._loaded_options = None
@@ -57,30 +70,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['UpdateTemplate']._serialized_options = b'\202\323\344\223\00252)/v1/notifications/templates/{template_id}:\010template'
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['ListReminders']._loaded_options = None
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['ListReminders']._serialized_options = b'\202\323\344\223\002\035\022\033/v1/notifications/reminders'
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=215
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=355
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=357
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=470
-  _globals['_GETNOTIFICATIONREQUEST']._serialized_start=472
-  _globals['_GETNOTIFICATIONREQUEST']._serialized_end=527
-  _globals['_GETNOTIFICATIONRESPONSE']._serialized_start=529
-  _globals['_GETNOTIFICATIONRESPONSE']._serialized_end=614
-  _globals['_LISTTEMPLATESREQUEST']._serialized_start=616
-  _globals['_LISTTEMPLATESREQUEST']._serialized_end=714
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=716
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=817
-  _globals['_GETTEMPLATEREQUEST']._serialized_start=819
-  _globals['_GETTEMPLATEREQUEST']._serialized_end=866
-  _globals['_GETTEMPLATERESPONSE']._serialized_start=868
-  _globals['_GETTEMPLATERESPONSE']._serialized_end=941
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=944
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=1107
-  _globals['_UPDATETEMPLATERESPONSE']._serialized_start=1109
-  _globals['_UPDATETEMPLATERESPONSE']._serialized_end=1185
-  _globals['_LISTREMINDERSREQUEST']._serialized_start=1187
-  _globals['_LISTREMINDERSREQUEST']._serialized_end=1308
-  _globals['_LISTREMINDERSRESPONSE']._serialized_start=1310
-  _globals['_LISTREMINDERSRESPONSE']._serialized_end=1411
-  _globals['_NOTIFICATIONSERVICE']._serialized_start=1414
-  _globals['_NOTIFICATIONSERVICE']._serialized_end=2374
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=244
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=406
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=408
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=521
+  _globals['_GETNOTIFICATIONREQUEST']._serialized_start=523
+  _globals['_GETNOTIFICATIONREQUEST']._serialized_end=589
+  _globals['_GETNOTIFICATIONRESPONSE']._serialized_start=591
+  _globals['_GETNOTIFICATIONRESPONSE']._serialized_end=676
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=678
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=785
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=787
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=888
+  _globals['_GETTEMPLATEREQUEST']._serialized_start=890
+  _globals['_GETTEMPLATEREQUEST']._serialized_end=948
+  _globals['_GETTEMPLATERESPONSE']._serialized_start=950
+  _globals['_GETTEMPLATERESPONSE']._serialized_end=1023
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=1026
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=1200
+  _globals['_UPDATETEMPLATERESPONSE']._serialized_start=1202
+  _globals['_UPDATETEMPLATERESPONSE']._serialized_end=1278
+  _globals['_LISTREMINDERSREQUEST']._serialized_start=1281
+  _globals['_LISTREMINDERSREQUEST']._serialized_end=1437
+  _globals['_LISTREMINDERSRESPONSE']._serialized_start=1439
+  _globals['_LISTREMINDERSRESPONSE']._serialized_end=1540
+  _globals['_NOTIFICATIONSERVICE']._serialized_start=1543
+  _globals['_NOTIFICATIONSERVICE']._serialized_end=2503
 # @@protoc_insertion_point(module_scope)

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&clinic/notification/v1/resources.proto\x12\x16\x63linic.notification.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x03\n\x0cNotification\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0crecipient_id\x18\x02 \x01(\t\x12\x30\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x1f.clinic.notification.v1.Channel\x12\x35\n\nevent_type\x18\x04 \x01(\x0e\x32!.clinic.notification.v1.EventType\x12\x17\n\x0fsource_event_id\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\x12\x0f\n\x07subject\x18\x07 \x01(\t\x12\x0c\n\x04\x62ody\x18\x08 \x01(\t\x12\x36\n\x06status\x18\t \x01(\x0e\x32&.clinic.notification.v1.DeliveryStatus\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x16\n\x0e\x66\x61ilure_reason\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsend_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe7\x01\n\x08Template\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12;\n\nevent_type\x18\x02 \x01(\x0e\x32!.clinic.notification.v1.EventTypeB\x04\xe2\x41\x01\x03\x12\x36\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x1f.clinic.notification.v1.ChannelB\x04\xe2\x41\x01\x03\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\t\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xc7\x02\n\x08Reminder\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12:\n\x16\x61ppointment_start_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsend_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x06status\x18\x06 \x01(\x0e\x32&.clinic.notification.v1.ReminderStatus\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*X\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x03*\x84\x01\n\x0e\x44\x65liveryStatus\x12\x1f\n\x1b\x44\x45LIVERY_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45LIVERY_STATUS_PENDING\x10\x01\x12\x18\n\x14\x44\x45LIVERY_STATUS_SENT\x10\x02\x12\x1a\n\x16\x44\x45LIVERY_STATUS_FAILED\x10\x03*\xaa\x03\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x45VENT_TYPE_APPOINTMENT_BOOKED\x10\x01\x12&\n\"EVENT_TYPE_APPOINTMENT_RESCHEDULED\x10\x02\x12$\n EVENT_TYPE_APPOINTMENT_CANCELLED\x10\x03\x12$\n EVENT_TYPE_APPOINTMENT_COMPLETED\x10\x04\x12#\n\x1f\x45VENT_TYPE_APPOINTMENT_REMINDER\x10\x05\x12\x1a\n\x16\x45VENT_TYPE_INVOICE_DUE\x10\x06\x12\x1b\n\x17\x45VENT_TYPE_INVOICE_PAID\x10\x07\x12\x1c\n\x18\x45VENT_TYPE_REFUND_ISSUED\x10\x08\x12 \n\x1c\x45VENT_TYPE_CLAIM_ADJUDICATED\x10\t\x12&\n\"EVENT_TYPE_RECORD_ACCESS_REQUESTED\x10\n\x12$\n EVENT_TYPE_EMERGENCY_ACCESS_USED\x10\x0b*\x89\x01\n\x0eReminderStatus\x12\x1f\n\x1bREMINDER_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19REMINDER_STATUS_SCHEDULED\x10\x01\x12\x18\n\x14REMINDER_STATUS_SENT\x10\x02\x12\x1d\n\x19REMINDER_STATUS_CANCELLED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&clinic/notification/v1/resources.proto\x12\x16\x63linic.notification.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x03\n\x0cNotification\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0crecipient_id\x18\x02 \x01(\t\x12\x30\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x1f.clinic.notification.v1.Channel\x12\x35\n\nevent_type\x18\x04 \x01(\x0e\x32!.clinic.notification.v1.EventType\x12\x17\n\x0fsource_event_id\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\x12\x0f\n\x07subject\x18\x07 \x01(\t\x12\x0c\n\x04\x62ody\x18\x08 \x01(\t\x12\x36\n\x06status\x18\t \x01(\x0e\x32&.clinic.notification.v1.DeliveryStatus\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x16\n\x0e\x66\x61ilure_reason\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsend_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfb\x01\n\x08Template\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12;\n\nevent_type\x18\x02 \x01(\x0e\x32!.clinic.notification.v1.EventTypeB\x04\xe2\x41\x01\x03\x12\x36\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x1f.clinic.notification.v1.ChannelB\x04\xe2\x41\x01\x03\x12\x19\n\x07subject\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x16\n\x04\x62ody\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x90N\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xc7\x02\n\x08Reminder\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x02 \x01(\t\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12:\n\x16\x61ppointment_start_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsend_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x06status\x18\x06 \x01(\x0e\x32&.clinic.notification.v1.ReminderStatus\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*X\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x03*\x84\x01\n\x0e\x44\x65liveryStatus\x12\x1f\n\x1b\x44\x45LIVERY_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45LIVERY_STATUS_PENDING\x10\x01\x12\x18\n\x14\x44\x45LIVERY_STATUS_SENT\x10\x02\x12\x1a\n\x16\x44\x45LIVERY_STATUS_FAILED\x10\x03*\xaa\x03\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x45VENT_TYPE_APPOINTMENT_BOOKED\x10\x01\x12&\n\"EVENT_TYPE_APPOINTMENT_RESCHEDULED\x10\x02\x12$\n EVENT_TYPE_APPOINTMENT_CANCELLED\x10\x03\x12$\n EVENT_TYPE_APPOINTMENT_COMPLETED\x10\x04\x12#\n\x1f\x45VENT_TYPE_APPOINTMENT_REMINDER\x10\x05\x12\x1a\n\x16\x45VENT_TYPE_INVOICE_DUE\x10\x06\x12\x1b\n\x17\x45VENT_TYPE_INVOICE_PAID\x10\x07\x12\x1c\n\x18\x45VENT_TYPE_REFUND_ISSUED\x10\x08\x12 \n\x1c\x45VENT_TYPE_CLAIM_ADJUDICATED\x10\t\x12&\n\"EVENT_TYPE_RECORD_ACCESS_REQUESTED\x10\n\x12$\n EVENT_TYPE_EMERGENCY_ACCESS_USED\x10\x0b*\x89\x01\n\x0eReminderStatus\x12\x1f\n\x1bREMINDER_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19REMINDER_STATUS_SCHEDULED\x10\x01\x12\x18\n\x14REMINDER_STATUS_SENT\x10\x02\x12\x1d\n\x19REMINDER_STATUS_CANCELLED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,20 +40,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEMPLATE'].fields_by_name['event_type']._serialized_options = b'\342A\001\003'
   _globals['_TEMPLATE'].fields_by_name['channel']._loaded_options = None
   _globals['_TEMPLATE'].fields_by_name['channel']._serialized_options = b'\342A\001\003'
+  _globals['_TEMPLATE'].fields_by_name['subject']._loaded_options = None
+  _globals['_TEMPLATE'].fields_by_name['subject']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_TEMPLATE'].fields_by_name['body']._loaded_options = None
+  _globals['_TEMPLATE'].fields_by_name['body']._serialized_options = b'\272H\005r\003\030\220N'
   _globals['_TEMPLATE'].fields_by_name['update_time']._loaded_options = None
   _globals['_TEMPLATE'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
-  _globals['_CHANNEL']._serialized_start=1168
-  _globals['_CHANNEL']._serialized_end=1256
-  _globals['_DELIVERYSTATUS']._serialized_start=1259
-  _globals['_DELIVERYSTATUS']._serialized_end=1391
-  _globals['_EVENTTYPE']._serialized_start=1394
-  _globals['_EVENTTYPE']._serialized_end=1820
-  _globals['_REMINDERSTATUS']._serialized_start=1823
-  _globals['_REMINDERSTATUS']._serialized_end=1960
-  _globals['_NOTIFICATION']._serialized_start=133
-  _globals['_NOTIFICATION']._serialized_end=602
-  _globals['_TEMPLATE']._serialized_start=605
-  _globals['_TEMPLATE']._serialized_end=836
-  _globals['_REMINDER']._serialized_start=839
-  _globals['_REMINDER']._serialized_end=1166
+  _globals['_CHANNEL']._serialized_start=1217
+  _globals['_CHANNEL']._serialized_end=1305
+  _globals['_DELIVERYSTATUS']._serialized_start=1308
+  _globals['_DELIVERYSTATUS']._serialized_end=1440
+  _globals['_EVENTTYPE']._serialized_start=1443
+  _globals['_EVENTTYPE']._serialized_end=1869
+  _globals['_REMINDERSTATUS']._serialized_start=1872
+  _globals['_REMINDERSTATUS']._serialized_end=2009
+  _globals['_NOTIFICATION']._serialized_start=162
+  _globals['_NOTIFICATION']._serialized_end=631
+  _globals['_TEMPLATE']._serialized_start=634
+  _globals['_TEMPLATE']._serialized_end=885
+  _globals['_REMINDER']._serialized_start=888
+  _globals['_REMINDER']._serialized_end=1215
 # @@protoc_insertion_point(module_scope)

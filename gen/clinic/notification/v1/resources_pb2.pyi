@@ -265,9 +265,9 @@ class Template(_message.Message):
     channel: Global___Channel.ValueType
     """The channel."""
     subject: _builtins.str
-    """Subject line template (email only; empty for SMS and push)."""
+    """Subject line template (email only; empty for SMS and push); at most 200 characters."""
     body: _builtins.str
-    """Body template."""
+    """Body template; at most 10,000 characters."""
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When it last changed."""

@@ -22,19 +22,22 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from clinic.payment.v1 import resources_pb2 as clinic_dot_payment_dot_v1_dot_resources__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'clinic/payment/v1/payment_service.proto\x12\x11\x63linic.payment.v1\x1a!clinic/payment/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"8\n\x0fListFeesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x10ListFeesResponse\x12$\n\x04\x66\x65\x65s\x18\x01 \x03(\x0b\x32\x16.clinic.payment.v1.Fee\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa5\x01\n\x10UpdateFeeRequest\x12\x18\n\nvisit_type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x03\x66\x65\x65\x18\x02 \x01(\x0b\x32\x16.clinic.payment.v1.FeeB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x12\x15\n\rallow_missing\x18\x04 \x01(\x08\"8\n\x11UpdateFeeResponse\x12#\n\x03\x66\x65\x65\x18\x01 \x01(\x0b\x32\x16.clinic.payment.v1.Fee\"-\n\x11GetInvoiceRequest\x12\x18\n\ninvoice_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x12GetInvoiceResponse\x12+\n\x07invoice\x18\x01 \x01(\x0b\x32\x1a.clinic.payment.v1.Invoice\"x\n\x13ListInvoicesRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61ppointment_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"q\n\x14ListInvoicesResponse\x12,\n\x08invoices\x18\x01 \x03(\x0b\x32\x1a.clinic.payment.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\xb0\x01\n\x14UpdateInvoiceRequest\x12\x18\n\ninvoice_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x07invoice\x18\x02 \x01(\x0b\x32\x1a.clinic.payment.v1.InvoiceB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"D\n\x15UpdateInvoiceResponse\x12+\n\x07invoice\x18\x01 \x01(\x0b\x32\x1a.clinic.payment.v1.Invoice\"`\n\x1dListInvoiceAdjustmentsRequest\x12\x18\n\ninvoice_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"t\n\x1eListInvoiceAdjustmentsResponse\x12\x39\n\x0b\x61\x64justments\x18\x01 \x03(\x0b\x32$.clinic.payment.v1.InvoiceAdjustment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"c\n\x14\x43reatePaymentRequest\x12\x31\n\x07payment\x18\x01 \x01(\x0b\x32\x1a.clinic.payment.v1.PaymentB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"D\n\x15\x43reatePaymentResponse\x12+\n\x07payment\x18\x01 \x01(\x0b\x32\x1a.clinic.payment.v1.Payment\"-\n\x11GetPaymentRequest\x12\x18\n\npayment_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x12GetPaymentResponse\x12+\n\x07payment\x18\x01 \x01(\x0b\x32\x1a.clinic.payment.v1.Payment\"d\n\x13ListPaymentsRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"]\n\x14ListPaymentsResponse\x12,\n\x08payments\x18\x01 \x03(\x0b\x32\x1a.clinic.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"`\n\x13\x43reateRefundRequest\x12/\n\x06refund\x18\x01 \x01(\x0b\x32\x19.clinic.payment.v1.RefundB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x14\x43reateRefundResponse\x12)\n\x06refund\x18\x01 \x01(\x0b\x32\x19.clinic.payment.v1.Refund\"c\n\x12ListRefundsRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x12\n\ninvoice_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"Z\n\x13ListRefundsResponse\x12*\n\x07refunds\x18\x01 \x03(\x0b\x32\x19.clinic.payment.v1.Refund\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xee\x0b\n\x0ePaymentService\x12m\n\x08ListFees\x12\".clinic.payment.v1.ListFeesRequest\x1a#.clinic.payment.v1.ListFeesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/billing/fees\x12\x82\x01\n\tUpdateFee\x12#.clinic.payment.v1.UpdateFeeRequest\x1a$.clinic.payment.v1.UpdateFeeResponse\"*\x82\xd3\xe4\x93\x02$2\x1d/v1/billing/fees/{visit_type}:\x03\x66\x65\x65\x12\x84\x01\n\nGetInvoice\x12$.clinic.payment.v1.GetInvoiceRequest\x1a%.clinic.payment.v1.GetInvoiceResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/billing/invoices/{invoice_id}\x12}\n\x0cListInvoices\x12&.clinic.payment.v1.ListInvoicesRequest\x1a\'.clinic.payment.v1.ListInvoicesResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/billing/invoices\x12\x96\x01\n\rUpdateInvoice\x12\'.clinic.payment.v1.UpdateInvoiceRequest\x1a(.clinic.payment.v1.UpdateInvoiceResponse\"2\x82\xd3\xe4\x93\x02,2!/v1/billing/invoices/{invoice_id}:\x07invoice\x12\xb4\x01\n\x16ListInvoiceAdjustments\x12\x30.clinic.payment.v1.ListInvoiceAdjustmentsRequest\x1a\x31.clinic.payment.v1.ListInvoiceAdjustmentsResponse\"5\x82\xd3\xe4\x93\x02/\x12-/v1/billing/invoices/{invoice_id}/adjustments\x12\x89\x01\n\rCreatePayment\x12\'.clinic.payment.v1.CreatePaymentRequest\x1a(.clinic.payment.v1.CreatePaymentResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x14/v1/billing/payments:\x07payment\x12\x84\x01\n\nGetPayment\x12$.clinic.payment.v1.GetPaymentRequest\x1a%.clinic.payment.v1.GetPaymentResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/billing/payments/{payment_id}\x12}\n\x0cListPayments\x12&.clinic.payment.v1.ListPaymentsRequest\x1a\'.clinic.payment.v1.ListPaymentsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/billing/payments\x12\x84\x01\n\x0c\x43reateRefund\x12&.clinic.payment.v1.CreateRefundRequest\x1a\'.clinic.payment.v1.CreateRefundResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x13/v1/billing/refunds:\x06refund\x12y\n\x0bListRefunds\x12%.clinic.payment.v1.ListRefundsRequest\x1a&.clinic.payment.v1.ListRefundsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/billing/refundsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'clinic/payment/v1/payment_service.proto\x12\x11\x63linic.payment.v1\x1a\x1b\x62uf/validate/validate.proto\x1a!clinic/payment/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\"A\n\x0fListFeesRequest\x12\x1a\n\tpage_size\x18\x01 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x10ListFeesResponse\x12$\n\x04\x66\x65\x65s\x18\x01 \x03(\x0b\x32\x16.clinic.payment.v1.Fee\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa5\x01\n\x10UpdateFeeRequest\x12\x18\n\nvisit_type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x03\x66\x65\x65\x18\x02 \x01(\x0b\x32\x16.clinic.payment.v1.FeeB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x12\x15\n\rallow_missing\x18\x04 \x01(\x08\"8\n\x11UpdateFeeResponse\x12#\n\x03\x66\x65\x65\x18\x01 \x01(\x0b\x32\x16.clinic.payment.v1.Fee\"8\n\x11GetInvoiceRequest\x12#\n\ninvoice_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"A\n\x12GetInvoiceResponse\x12+\n\x07invoice\x18\x01 \x01(\x0b\x32\x1a.clinic.payment.v1.Invoice\"\x9b\x01\n\x13ListInvoicesRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x1f\n\npatient_id\x18\x02 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12#\n\x0e\x61ppointment_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1a\n\tpage_size\x18\x04 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x05 \x01(\t\"q\n\x14ListInvoicesResponse\x12,\n\x08invoices\x18\x01 \x03(\x0b\x32\x1a.clinic.payment.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\xbb\x01\n\x14UpdateInvoiceRequest\x12#\n\ninvoice_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x31\n\x07invoice\x18\x02 \x01(\x0b\x32\x1a.clinic.payment.v1.InvoiceB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"D\n\x15UpdateInvoiceResponse\x12+\n\x07invoice\x18\x01 \x01(\x0b\x32\x1a.clinic.payment.v1.Invoice\"t\n\x1dListInvoiceAdjustmentsRequest\x12#\n\ninvoice_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1a\n\tpage_size\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x03 \x01(\t\"t\n\x1eListInvoiceAdjustmentsResponse\x12\x39\n\x0b\x61\x64justments\x18\x01 \x03(\x0b\x32$.clinic.payment.v1.InvoiceAdjustment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"c\n\x14\x43reatePaymentRequest\x12\x31\n\x07payment\x18\x01 \x01(\x0b\x32\x1a.clinic.payment.v1.PaymentB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"D\n\x15\x43reatePaymentResponse\x12+\n\x07payment\x18\x01 \x01(\x0b\x32\x1a.clinic.payment.v1.Payment\"8\n\x11GetPaymentRequest\x12#\n\npayment_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"A\n\x12GetPaymentResponse\x12+\n\x07payment\x18\x01 \x01(\x0b\x32\x1a.clinic.payment.v1.Payment\"\x87\x01\n\x13ListPaymentsRequest\x12\x1f\n\ninvoice_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1f\n\npatient_id\x18\x02 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1a\n\tpage_size\x18\x03 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x04 \x01(\t\"]\n\x14ListPaymentsResponse\x12,\n\x08payments\x18\x01 \x03(\x0b\x32\x1a.clinic.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"`\n\x13\x43reateRefundRequest\x12/\n\x06refund\x18\x01 \x01(\x0b\x32\x19.clinic.payment.v1.RefundB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x14\x43reateRefundResponse\x12)\n\x06refund\x18\x01 \x01(\x0b\x32\x19.clinic.payment.v1.Refund\"\x86\x01\n\x12ListRefundsRequest\x12\x1f\n\npayment_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1f\n\ninvoice_id\x18\x02 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1a\n\tpage_size\x18\x03 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x04 \x01(\t\"Z\n\x13ListRefundsResponse\x12*\n\x07refunds\x18\x01 \x03(\x0b\x32\x19.clinic.payment.v1.Refund\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xee\x0b\n\x0ePaymentService\x12m\n\x08ListFees\x12\".clinic.payment.v1.ListFeesRequest\x1a#.clinic.payment.v1.ListFeesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/billing/fees\x12\x82\x01\n\tUpdateFee\x12#.clinic.payment.v1.UpdateFeeRequest\x1a$.clinic.payment.v1.UpdateFeeResponse\"*\x82\xd3\xe4\x93\x02$2\x1d/v1/billing/fees/{visit_type}:\x03\x66\x65\x65\x12\x84\x01\n\nGetInvoice\x12$.clinic.payment.v1.GetInvoiceRequest\x1a%.clinic.payment.v1.GetInvoiceResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/billing/invoices/{invoice_id}\x12}\n\x0cListInvoices\x12&.clinic.payment.v1.ListInvoicesRequest\x1a\'.clinic.payment.v1.ListInvoicesResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/billing/invoices\x12\x96\x01\n\rUpdateInvoice\x12\'.clinic.payment.v1.UpdateInvoiceRequest\x1a(.clinic.payment.v1.UpdateInvoiceResponse\"2\x82\xd3\xe4\x93\x02,2!/v1/billing/invoices/{invoice_id}:\x07invoice\x12\xb4\x01\n\x16ListInvoiceAdjustments\x12\x30.clinic.payment.v1.ListInvoiceAdjustmentsRequest\x1a\x31.clinic.payment.v1.ListInvoiceAdjustmentsResponse\"5\x82\xd3\xe4\x93\x02/\x12-/v1/billing/invoices/{invoice_id}/adjustments\x12\x89\x01\n\rCreatePayment\x12\'.clinic.payment.v1.CreatePaymentRequest\x1a(.clinic.payment.v1.CreatePaymentResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x14/v1/billing/payments:\x07payment\x12\x84\x01\n\nGetPayment\x12$.clinic.payment.v1.GetPaymentRequest\x1a%.clinic.payment.v1.GetPaymentResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/billing/payments/{payment_id}\x12}\n\x0cListPayments\x12&.clinic.payment.v1.ListPaymentsRequest\x1a\'.clinic.payment.v1.ListPaymentsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/billing/payments\x12\x84\x01\n\x0c\x43reateRefund\x12&.clinic.payment.v1.CreateRefundRequest\x1a\'.clinic.payment.v1.CreateRefundResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x13/v1/billing/refunds:\x06refund\x12y\n\x0bListRefunds\x12%.clinic.payment.v1.ListRefundsRequest\x1a&.clinic.payment.v1.ListRefundsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/billing/refundsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clinic.payment.v1.payment_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_LISTFEESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTFEESREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_UPDATEFEEREQUEST'].fields_by_name['visit_type']._loaded_options = None
   _globals['_UPDATEFEEREQUEST'].fields_by_name['visit_type']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEFEEREQUEST'].fields_by_name['fee']._loaded_options = None
@@ -42,9 +45,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEFEEREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATEFEEREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
   _globals['_GETINVOICEREQUEST'].fields_by_name['invoice_id']._loaded_options = None
-  _globals['_GETINVOICEREQUEST'].fields_by_name['invoice_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETINVOICEREQUEST'].fields_by_name['invoice_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTINVOICESREQUEST'].fields_by_name['patient_id']._loaded_options = None
+  _globals['_LISTINVOICESREQUEST'].fields_by_name['patient_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTINVOICESREQUEST'].fields_by_name['appointment_id']._loaded_options = None
+  _globals['_LISTINVOICESREQUEST'].fields_by_name['appointment_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTINVOICESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTINVOICESREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_UPDATEINVOICEREQUEST'].fields_by_name['invoice_id']._loaded_options = None
-  _globals['_UPDATEINVOICEREQUEST'].fields_by_name['invoice_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEINVOICEREQUEST'].fields_by_name['invoice_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_UPDATEINVOICEREQUEST'].fields_by_name['invoice']._loaded_options = None
   _globals['_UPDATEINVOICEREQUEST'].fields_by_name['invoice']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEINVOICEREQUEST'].fields_by_name['update_mask']._loaded_options = None
@@ -52,17 +61,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEINVOICEREQUEST'].fields_by_name['reason']._loaded_options = None
   _globals['_UPDATEINVOICEREQUEST'].fields_by_name['reason']._serialized_options = b'\342A\001\002'
   _globals['_LISTINVOICEADJUSTMENTSREQUEST'].fields_by_name['invoice_id']._loaded_options = None
-  _globals['_LISTINVOICEADJUSTMENTSREQUEST'].fields_by_name['invoice_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTINVOICEADJUSTMENTSREQUEST'].fields_by_name['invoice_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTINVOICEADJUSTMENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTINVOICEADJUSTMENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_CREATEPAYMENTREQUEST'].fields_by_name['payment']._loaded_options = None
   _globals['_CREATEPAYMENTREQUEST'].fields_by_name['payment']._serialized_options = b'\342A\001\002'
   _globals['_CREATEPAYMENTREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_CREATEPAYMENTREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\002'
   _globals['_GETPAYMENTREQUEST'].fields_by_name['payment_id']._loaded_options = None
-  _globals['_GETPAYMENTREQUEST'].fields_by_name['payment_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETPAYMENTREQUEST'].fields_by_name['payment_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTPAYMENTSREQUEST'].fields_by_name['invoice_id']._loaded_options = None
+  _globals['_LISTPAYMENTSREQUEST'].fields_by_name['invoice_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTPAYMENTSREQUEST'].fields_by_name['patient_id']._loaded_options = None
+  _globals['_LISTPAYMENTSREQUEST'].fields_by_name['patient_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTPAYMENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTPAYMENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_CREATEREFUNDREQUEST'].fields_by_name['refund']._loaded_options = None
   _globals['_CREATEREFUNDREQUEST'].fields_by_name['refund']._serialized_options = b'\342A\001\002'
   _globals['_CREATEREFUNDREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_CREATEREFUNDREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTREFUNDSREQUEST'].fields_by_name['payment_id']._loaded_options = None
+  _globals['_LISTREFUNDSREQUEST'].fields_by_name['payment_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTREFUNDSREQUEST'].fields_by_name['invoice_id']._loaded_options = None
+  _globals['_LISTREFUNDSREQUEST'].fields_by_name['invoice_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTREFUNDSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTREFUNDSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_PAYMENTSERVICE'].methods_by_name['ListFees']._loaded_options = None
   _globals['_PAYMENTSERVICE'].methods_by_name['ListFees']._serialized_options = b'\202\323\344\223\002\022\022\020/v1/billing/fees'
   _globals['_PAYMENTSERVICE'].methods_by_name['UpdateFee']._loaded_options = None
@@ -85,50 +108,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYMENTSERVICE'].methods_by_name['CreateRefund']._serialized_options = b'\202\323\344\223\002\035\"\023/v1/billing/refunds:\006refund'
   _globals['_PAYMENTSERVICE'].methods_by_name['ListRefunds']._loaded_options = None
   _globals['_PAYMENTSERVICE'].methods_by_name['ListRefunds']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/billing/refunds'
-  _globals['_LISTFEESREQUEST']._serialized_start=194
-  _globals['_LISTFEESREQUEST']._serialized_end=250
-  _globals['_LISTFEESRESPONSE']._serialized_start=252
-  _globals['_LISTFEESRESPONSE']._serialized_end=333
-  _globals['_UPDATEFEEREQUEST']._serialized_start=336
-  _globals['_UPDATEFEEREQUEST']._serialized_end=501
-  _globals['_UPDATEFEERESPONSE']._serialized_start=503
-  _globals['_UPDATEFEERESPONSE']._serialized_end=559
-  _globals['_GETINVOICEREQUEST']._serialized_start=561
-  _globals['_GETINVOICEREQUEST']._serialized_end=606
-  _globals['_GETINVOICERESPONSE']._serialized_start=608
-  _globals['_GETINVOICERESPONSE']._serialized_end=673
-  _globals['_LISTINVOICESREQUEST']._serialized_start=675
-  _globals['_LISTINVOICESREQUEST']._serialized_end=795
-  _globals['_LISTINVOICESRESPONSE']._serialized_start=797
-  _globals['_LISTINVOICESRESPONSE']._serialized_end=910
-  _globals['_UPDATEINVOICEREQUEST']._serialized_start=913
-  _globals['_UPDATEINVOICEREQUEST']._serialized_end=1089
-  _globals['_UPDATEINVOICERESPONSE']._serialized_start=1091
-  _globals['_UPDATEINVOICERESPONSE']._serialized_end=1159
-  _globals['_LISTINVOICEADJUSTMENTSREQUEST']._serialized_start=1161
-  _globals['_LISTINVOICEADJUSTMENTSREQUEST']._serialized_end=1257
-  _globals['_LISTINVOICEADJUSTMENTSRESPONSE']._serialized_start=1259
-  _globals['_LISTINVOICEADJUSTMENTSRESPONSE']._serialized_end=1375
-  _globals['_CREATEPAYMENTREQUEST']._serialized_start=1377
-  _globals['_CREATEPAYMENTREQUEST']._serialized_end=1476
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=1478
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=1546
-  _globals['_GETPAYMENTREQUEST']._serialized_start=1548
-  _globals['_GETPAYMENTREQUEST']._serialized_end=1593
-  _globals['_GETPAYMENTRESPONSE']._serialized_start=1595
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=1660
-  _globals['_LISTPAYMENTSREQUEST']._serialized_start=1662
-  _globals['_LISTPAYMENTSREQUEST']._serialized_end=1762
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=1764
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=1857
-  _globals['_CREATEREFUNDREQUEST']._serialized_start=1859
-  _globals['_CREATEREFUNDREQUEST']._serialized_end=1955
-  _globals['_CREATEREFUNDRESPONSE']._serialized_start=1957
-  _globals['_CREATEREFUNDRESPONSE']._serialized_end=2022
-  _globals['_LISTREFUNDSREQUEST']._serialized_start=2024
-  _globals['_LISTREFUNDSREQUEST']._serialized_end=2123
-  _globals['_LISTREFUNDSRESPONSE']._serialized_start=2125
-  _globals['_LISTREFUNDSRESPONSE']._serialized_end=2215
-  _globals['_PAYMENTSERVICE']._serialized_start=2218
-  _globals['_PAYMENTSERVICE']._serialized_end=3736
+  _globals['_LISTFEESREQUEST']._serialized_start=223
+  _globals['_LISTFEESREQUEST']._serialized_end=288
+  _globals['_LISTFEESRESPONSE']._serialized_start=290
+  _globals['_LISTFEESRESPONSE']._serialized_end=371
+  _globals['_UPDATEFEEREQUEST']._serialized_start=374
+  _globals['_UPDATEFEEREQUEST']._serialized_end=539
+  _globals['_UPDATEFEERESPONSE']._serialized_start=541
+  _globals['_UPDATEFEERESPONSE']._serialized_end=597
+  _globals['_GETINVOICEREQUEST']._serialized_start=599
+  _globals['_GETINVOICEREQUEST']._serialized_end=655
+  _globals['_GETINVOICERESPONSE']._serialized_start=657
+  _globals['_GETINVOICERESPONSE']._serialized_end=722
+  _globals['_LISTINVOICESREQUEST']._serialized_start=725
+  _globals['_LISTINVOICESREQUEST']._serialized_end=880
+  _globals['_LISTINVOICESRESPONSE']._serialized_start=882
+  _globals['_LISTINVOICESRESPONSE']._serialized_end=995
+  _globals['_UPDATEINVOICEREQUEST']._serialized_start=998
+  _globals['_UPDATEINVOICEREQUEST']._serialized_end=1185
+  _globals['_UPDATEINVOICERESPONSE']._serialized_start=1187
+  _globals['_UPDATEINVOICERESPONSE']._serialized_end=1255
+  _globals['_LISTINVOICEADJUSTMENTSREQUEST']._serialized_start=1257
+  _globals['_LISTINVOICEADJUSTMENTSREQUEST']._serialized_end=1373
+  _globals['_LISTINVOICEADJUSTMENTSRESPONSE']._serialized_start=1375
+  _globals['_LISTINVOICEADJUSTMENTSRESPONSE']._serialized_end=1491
+  _globals['_CREATEPAYMENTREQUEST']._serialized_start=1493
+  _globals['_CREATEPAYMENTREQUEST']._serialized_end=1592
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=1594
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=1662
+  _globals['_GETPAYMENTREQUEST']._serialized_start=1664
+  _globals['_GETPAYMENTREQUEST']._serialized_end=1720
+  _globals['_GETPAYMENTRESPONSE']._serialized_start=1722
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=1787
+  _globals['_LISTPAYMENTSREQUEST']._serialized_start=1790
+  _globals['_LISTPAYMENTSREQUEST']._serialized_end=1925
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=1927
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=2020
+  _globals['_CREATEREFUNDREQUEST']._serialized_start=2022
+  _globals['_CREATEREFUNDREQUEST']._serialized_end=2118
+  _globals['_CREATEREFUNDRESPONSE']._serialized_start=2120
+  _globals['_CREATEREFUNDRESPONSE']._serialized_end=2185
+  _globals['_LISTREFUNDSREQUEST']._serialized_start=2188
+  _globals['_LISTREFUNDSREQUEST']._serialized_end=2322
+  _globals['_LISTREFUNDSRESPONSE']._serialized_start=2324
+  _globals['_LISTREFUNDSRESPONSE']._serialized_end=2414
+  _globals['_PAYMENTSERVICE']._serialized_start=2417
+  _globals['_PAYMENTSERVICE']._serialized_end=3935
 # @@protoc_insertion_point(module_scope)

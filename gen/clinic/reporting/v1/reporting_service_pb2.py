@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from clinic.appointments.v1 import resources_pb2 as clinic_dot_appointments_dot_v1_dot_resources__pb2
 from clinic.insurance.v1 import resources_pb2 as clinic_dot_insurance_dot_v1_dot_resources__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
@@ -29,13 +30,21 @@ from google.type import date_pb2 as google_dot_type_dot_date__pb2
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+clinic/reporting/v1/reporting_service.proto\x12\x13\x63linic.reporting.v1\x1a&clinic/appointments/v1/resources.proto\x1a#clinic/insurance/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x16google/type/date.proto\x1a\x17google/type/money.proto\"V\n\x1bGetAppointmentVolumeRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x11\n\tdoctor_id\x18\x03 \x01(\t\"l\n\x1cGetAppointmentVolumeResponse\x12\x37\n\x04rows\x18\x01 \x03(\x0b\x32).clinic.reporting.v1.AppointmentVolumeRow\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"\xb1\x01\n\x14\x41ppointmentVolumeRow\x12\x1f\n\x04\x64\x61te\x18\x01 \x01(\x0b\x32\x11.google.type.Date\x12\x11\n\tdoctor_id\x18\x02 \x01(\t\x12\x1b\n\x13\x64octor_display_name\x18\x03 \x01(\t\x12\x39\n\x06status\x18\x04 \x01(\x0e\x32).clinic.appointments.v1.AppointmentStatus\x12\r\n\x05\x63ount\x18\x05 \x01(\x05\"O\n\x14GetNoShowRateRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x11\n\tdoctor_id\x18\x03 \x01(\t\"_\n\x15GetNoShowRateResponse\x12\x30\n\x04rows\x18\x01 \x03(\x0b\x32\".clinic.reporting.v1.NoShowRateRow\x12\x14\n\x0coverall_rate\x18\x02 \x01(\x01\"}\n\rNoShowRateRow\x12\x11\n\tdoctor_id\x18\x01 \x01(\t\x12\x1b\n\x13\x64octor_display_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63ompleted_count\x18\x03 \x01(\x05\x12\x15\n\rno_show_count\x18\x04 \x01(\x05\x12\x0c\n\x04rate\x18\x05 \x01(\x01\"9\n\x11GetRevenueRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\"v\n\x12GetRevenueResponse\x12-\n\x04rows\x18\x01 \x03(\x0b\x32\x1f.clinic.reporting.v1.RevenueRow\x12\x31\n\x06totals\x18\x02 \x03(\x0b\x32!.clinic.reporting.v1.RevenueTotal\"\x9e\x01\n\nRevenueRow\x12\x1f\n\x04\x64\x61te\x18\x01 \x01(\x0b\x32\x11.google.type.Date\x12$\n\x08invoiced\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12 \n\x04paid\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\'\n\x0boutstanding\x18\x04 \x01(\x0b\x32\x12.google.type.Money\"\x7f\n\x0cRevenueTotal\x12$\n\x08invoiced\x18\x01 \x01(\x0b\x32\x12.google.type.Money\x12 \n\x04paid\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\'\n\x0boutstanding\x18\x03 \x01(\x0b\x32\x12.google.type.Money\"S\n\x17GetClaimOutcomesRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x12\n\ninsurer_id\x18\x03 \x01(\t\"N\n\x18GetClaimOutcomesResponse\x12\x32\n\x04rows\x18\x01 \x03(\x0b\x32$.clinic.reporting.v1.ClaimOutcomeRow\"\xdb\x01\n\x0f\x43laimOutcomeRow\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x14\n\x0cinsurer_name\x18\x02 \x01(\t\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .clinic.insurance.v1.ClaimStatus\x12\x13\n\x0b\x63laim_count\x18\x04 \x01(\x05\x12*\n\x0e\x63laimed_amount\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12+\n\x0f\x61pproved_amount\x18\x06 \x01(\x0b\x32\x12.google.type.Money\"V\n\x1bGetDoctorUtilizationRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x11\n\tdoctor_id\x18\x03 \x01(\t\"W\n\x1cGetDoctorUtilizationResponse\x12\x37\n\x04rows\x18\x01 \x03(\x0b\x32).clinic.reporting.v1.DoctorUtilizationRow\"\x8c\x01\n\x14\x44octorUtilizationRow\x12\x11\n\tdoctor_id\x18\x01 \x01(\t\x12\x1b\n\x13\x64octor_display_name\x18\x02 \x01(\t\x12\x17\n\x0fworking_minutes\x18\x03 \x01(\x05\x12\x16\n\x0e\x62ooked_minutes\x18\x04 \x01(\x05\x12\x13\n\x0butilization\x18\x05 \x01(\x01\x32\xf6\x05\n\x10ReportingService\x12\xa2\x01\n\x14GetAppointmentVolume\x12\x30.clinic.reporting.v1.GetAppointmentVolumeRequest\x1a\x31.clinic.reporting.v1.GetAppointmentVolumeResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/reports/appointmentVolume\x12\x86\x01\n\rGetNoShowRate\x12).clinic.reporting.v1.GetNoShowRateRequest\x1a*.clinic.reporting.v1.GetNoShowRateResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/reports/noShowRate\x12z\n\nGetRevenue\x12&.clinic.reporting.v1.GetRevenueRequest\x1a\'.clinic.reporting.v1.GetRevenueResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/reports/revenue\x12\x92\x01\n\x10GetClaimOutcomes\x12,.clinic.reporting.v1.GetClaimOutcomesRequest\x1a-.clinic.reporting.v1.GetClaimOutcomesResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/reports/claimOutcomes\x12\xa2\x01\n\x14GetDoctorUtilization\x12\x30.clinic.reporting.v1.GetDoctorUtilizationRequest\x1a\x31.clinic.reporting.v1.GetDoctorUtilizationResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/reports/doctorUtilizationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+clinic/reporting/v1/reporting_service.proto\x12\x13\x63linic.reporting.v1\x1a\x1b\x62uf/validate/validate.proto\x1a&clinic/appointments/v1/resources.proto\x1a#clinic/insurance/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x16google/type/date.proto\x1a\x17google/type/money.proto\"c\n\x1bGetAppointmentVolumeRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x1e\n\tdoctor_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"l\n\x1cGetAppointmentVolumeResponse\x12\x37\n\x04rows\x18\x01 \x03(\x0b\x32).clinic.reporting.v1.AppointmentVolumeRow\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"\xb1\x01\n\x14\x41ppointmentVolumeRow\x12\x1f\n\x04\x64\x61te\x18\x01 \x01(\x0b\x32\x11.google.type.Date\x12\x11\n\tdoctor_id\x18\x02 \x01(\t\x12\x1b\n\x13\x64octor_display_name\x18\x03 \x01(\t\x12\x39\n\x06status\x18\x04 \x01(\x0e\x32).clinic.appointments.v1.AppointmentStatus\x12\r\n\x05\x63ount\x18\x05 \x01(\x05\"\\\n\x14GetNoShowRateRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x1e\n\tdoctor_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"_\n\x15GetNoShowRateResponse\x12\x30\n\x04rows\x18\x01 \x03(\x0b\x32\".clinic.reporting.v1.NoShowRateRow\x12\x14\n\x0coverall_rate\x18\x02 \x01(\x01\"}\n\rNoShowRateRow\x12\x11\n\tdoctor_id\x18\x01 \x01(\t\x12\x1b\n\x13\x64octor_display_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63ompleted_count\x18\x03 \x01(\x05\x12\x15\n\rno_show_count\x18\x04 \x01(\x05\x12\x0c\n\x04rate\x18\x05 \x01(\x01\"9\n\x11GetRevenueRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\"v\n\x12GetRevenueResponse\x12-\n\x04rows\x18\x01 \x03(\x0b\x32\x1f.clinic.reporting.v1.RevenueRow\x12\x31\n\x06totals\x18\x02 \x03(\x0b\x32!.clinic.reporting.v1.RevenueTotal\"\x9e\x01\n\nRevenueRow\x12\x1f\n\x04\x64\x61te\x18\x01 \x01(\x0b\x32\x11.google.type.Date\x12$\n\x08invoiced\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12 \n\x04paid\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\'\n\x0boutstanding\x18\x04 \x01(\x0b\x32\x12.google.type.Money\"\x7f\n\x0cRevenueTotal\x12$\n\x08invoiced\x18\x01 \x01(\x0b\x32\x12.google.type.Money\x12 \n\x04paid\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\'\n\x0boutstanding\x18\x03 \x01(\x0b\x32\x12.google.type.Money\"`\n\x17GetClaimOutcomesRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x1f\n\ninsurer_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"N\n\x18GetClaimOutcomesResponse\x12\x32\n\x04rows\x18\x01 \x03(\x0b\x32$.clinic.reporting.v1.ClaimOutcomeRow\"\xdb\x01\n\x0f\x43laimOutcomeRow\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x14\n\x0cinsurer_name\x18\x02 \x01(\t\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .clinic.insurance.v1.ClaimStatus\x12\x13\n\x0b\x63laim_count\x18\x04 \x01(\x05\x12*\n\x0e\x63laimed_amount\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12+\n\x0f\x61pproved_amount\x18\x06 \x01(\x0b\x32\x12.google.type.Money\"c\n\x1bGetDoctorUtilizationRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x1e\n\tdoctor_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"W\n\x1cGetDoctorUtilizationResponse\x12\x37\n\x04rows\x18\x01 \x03(\x0b\x32).clinic.reporting.v1.DoctorUtilizationRow\"\x8c\x01\n\x14\x44octorUtilizationRow\x12\x11\n\tdoctor_id\x18\x01 \x01(\t\x12\x1b\n\x13\x64octor_display_name\x18\x02 \x01(\t\x12\x17\n\x0fworking_minutes\x18\x03 \x01(\x05\x12\x16\n\x0e\x62ooked_minutes\x18\x04 \x01(\x05\x12\x13\n\x0butilization\x18\x05 \x01(\x01\x32\xf6\x05\n\x10ReportingService\x12\xa2\x01\n\x14GetAppointmentVolume\x12\x30.clinic.reporting.v1.GetAppointmentVolumeRequest\x1a\x31.clinic.reporting.v1.GetAppointmentVolumeResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/reports/appointmentVolume\x12\x86\x01\n\rGetNoShowRate\x12).clinic.reporting.v1.GetNoShowRateRequest\x1a*.clinic.reporting.v1.GetNoShowRateResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/reports/noShowRate\x12z\n\nGetRevenue\x12&.clinic.reporting.v1.GetRevenueRequest\x1a\'.clinic.reporting.v1.GetRevenueResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/reports/revenue\x12\x92\x01\n\x10GetClaimOutcomes\x12,.clinic.reporting.v1.GetClaimOutcomesRequest\x1a-.clinic.reporting.v1.GetClaimOutcomesResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/reports/claimOutcomes\x12\xa2\x01\n\x14GetDoctorUtilization\x12\x30.clinic.reporting.v1.GetDoctorUtilizationRequest\x1a\x31.clinic.reporting.v1.GetDoctorUtilizationResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/reports/doctorUtilizationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clinic.reporting.v1.reporting_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GETAPPOINTMENTVOLUMEREQUEST'].fields_by_name['doctor_id']._loaded_options = None
+  _globals['_GETAPPOINTMENTVOLUMEREQUEST'].fields_by_name['doctor_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_GETNOSHOWRATEREQUEST'].fields_by_name['doctor_id']._loaded_options = None
+  _globals['_GETNOSHOWRATEREQUEST'].fields_by_name['doctor_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_GETCLAIMOUTCOMESREQUEST'].fields_by_name['insurer_id']._loaded_options = None
+  _globals['_GETCLAIMOUTCOMESREQUEST'].fields_by_name['insurer_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
+  _globals['_GETDOCTORUTILIZATIONREQUEST'].fields_by_name['doctor_id']._loaded_options = None
+  _globals['_GETDOCTORUTILIZATIONREQUEST'].fields_by_name['doctor_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
   _globals['_REPORTINGSERVICE'].methods_by_name['GetAppointmentVolume']._loaded_options = None
   _globals['_REPORTINGSERVICE'].methods_by_name['GetAppointmentVolume']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/reports/appointmentVolume'
   _globals['_REPORTINGSERVICE'].methods_by_name['GetNoShowRate']._loaded_options = None
@@ -46,38 +55,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTINGSERVICE'].methods_by_name['GetClaimOutcomes']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/reports/claimOutcomes'
   _globals['_REPORTINGSERVICE'].methods_by_name['GetDoctorUtilization']._loaded_options = None
   _globals['_REPORTINGSERVICE'].methods_by_name['GetDoctorUtilization']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/reports/doctorUtilization'
-  _globals['_GETAPPOINTMENTVOLUMEREQUEST']._serialized_start=224
-  _globals['_GETAPPOINTMENTVOLUMEREQUEST']._serialized_end=310
-  _globals['_GETAPPOINTMENTVOLUMERESPONSE']._serialized_start=312
-  _globals['_GETAPPOINTMENTVOLUMERESPONSE']._serialized_end=420
-  _globals['_APPOINTMENTVOLUMEROW']._serialized_start=423
-  _globals['_APPOINTMENTVOLUMEROW']._serialized_end=600
-  _globals['_GETNOSHOWRATEREQUEST']._serialized_start=602
-  _globals['_GETNOSHOWRATEREQUEST']._serialized_end=681
-  _globals['_GETNOSHOWRATERESPONSE']._serialized_start=683
-  _globals['_GETNOSHOWRATERESPONSE']._serialized_end=778
-  _globals['_NOSHOWRATEROW']._serialized_start=780
-  _globals['_NOSHOWRATEROW']._serialized_end=905
-  _globals['_GETREVENUEREQUEST']._serialized_start=907
-  _globals['_GETREVENUEREQUEST']._serialized_end=964
-  _globals['_GETREVENUERESPONSE']._serialized_start=966
-  _globals['_GETREVENUERESPONSE']._serialized_end=1084
-  _globals['_REVENUEROW']._serialized_start=1087
-  _globals['_REVENUEROW']._serialized_end=1245
-  _globals['_REVENUETOTAL']._serialized_start=1247
-  _globals['_REVENUETOTAL']._serialized_end=1374
-  _globals['_GETCLAIMOUTCOMESREQUEST']._serialized_start=1376
-  _globals['_GETCLAIMOUTCOMESREQUEST']._serialized_end=1459
-  _globals['_GETCLAIMOUTCOMESRESPONSE']._serialized_start=1461
-  _globals['_GETCLAIMOUTCOMESRESPONSE']._serialized_end=1539
-  _globals['_CLAIMOUTCOMEROW']._serialized_start=1542
-  _globals['_CLAIMOUTCOMEROW']._serialized_end=1761
-  _globals['_GETDOCTORUTILIZATIONREQUEST']._serialized_start=1763
-  _globals['_GETDOCTORUTILIZATIONREQUEST']._serialized_end=1849
-  _globals['_GETDOCTORUTILIZATIONRESPONSE']._serialized_start=1851
-  _globals['_GETDOCTORUTILIZATIONRESPONSE']._serialized_end=1938
-  _globals['_DOCTORUTILIZATIONROW']._serialized_start=1941
-  _globals['_DOCTORUTILIZATIONROW']._serialized_end=2081
-  _globals['_REPORTINGSERVICE']._serialized_start=2084
-  _globals['_REPORTINGSERVICE']._serialized_end=2842
+  _globals['_GETAPPOINTMENTVOLUMEREQUEST']._serialized_start=253
+  _globals['_GETAPPOINTMENTVOLUMEREQUEST']._serialized_end=352
+  _globals['_GETAPPOINTMENTVOLUMERESPONSE']._serialized_start=354
+  _globals['_GETAPPOINTMENTVOLUMERESPONSE']._serialized_end=462
+  _globals['_APPOINTMENTVOLUMEROW']._serialized_start=465
+  _globals['_APPOINTMENTVOLUMEROW']._serialized_end=642
+  _globals['_GETNOSHOWRATEREQUEST']._serialized_start=644
+  _globals['_GETNOSHOWRATEREQUEST']._serialized_end=736
+  _globals['_GETNOSHOWRATERESPONSE']._serialized_start=738
+  _globals['_GETNOSHOWRATERESPONSE']._serialized_end=833
+  _globals['_NOSHOWRATEROW']._serialized_start=835
+  _globals['_NOSHOWRATEROW']._serialized_end=960
+  _globals['_GETREVENUEREQUEST']._serialized_start=962
+  _globals['_GETREVENUEREQUEST']._serialized_end=1019
+  _globals['_GETREVENUERESPONSE']._serialized_start=1021
+  _globals['_GETREVENUERESPONSE']._serialized_end=1139
+  _globals['_REVENUEROW']._serialized_start=1142
+  _globals['_REVENUEROW']._serialized_end=1300
+  _globals['_REVENUETOTAL']._serialized_start=1302
+  _globals['_REVENUETOTAL']._serialized_end=1429
+  _globals['_GETCLAIMOUTCOMESREQUEST']._serialized_start=1431
+  _globals['_GETCLAIMOUTCOMESREQUEST']._serialized_end=1527
+  _globals['_GETCLAIMOUTCOMESRESPONSE']._serialized_start=1529
+  _globals['_GETCLAIMOUTCOMESRESPONSE']._serialized_end=1607
+  _globals['_CLAIMOUTCOMEROW']._serialized_start=1610
+  _globals['_CLAIMOUTCOMEROW']._serialized_end=1829
+  _globals['_GETDOCTORUTILIZATIONREQUEST']._serialized_start=1831
+  _globals['_GETDOCTORUTILIZATIONREQUEST']._serialized_end=1930
+  _globals['_GETDOCTORUTILIZATIONRESPONSE']._serialized_start=1932
+  _globals['_GETDOCTORUTILIZATIONRESPONSE']._serialized_end=2019
+  _globals['_DOCTORUTILIZATIONROW']._serialized_start=2022
+  _globals['_DOCTORUTILIZATIONROW']._serialized_end=2162
+  _globals['_REPORTINGSERVICE']._serialized_start=2165
+  _globals['_REPORTINGSERVICE']._serialized_end=2923
 # @@protoc_insertion_point(module_scope)

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)clinic/user_management/v1/resources.proto\x12\x19\x63linic.user_management.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\x9c\x03\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ngiven_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x66\x61mily_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0c\x64isplay_name\x18\x05 \x01(\t\x12\x14\n\x0cphone_number\x18\x06 \x01(\t\x12%\n\nbirth_date\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x12-\n\x04role\x18\x08 \x01(\x0e\x32\x1f.clinic.user_management.v1.Role\x12\x11\n\tspecialty\x18\t \x01(\t\x12\x35\n\x06status\x18\n \x01(\x0e\x32%.clinic.user_management.v1.UserStatus\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x7f\n\x11MessagePreference\x12\x34\n\x04kind\x18\x01 \x01(\x0e\x32&.clinic.user_management.v1.MessageKind\x12\x34\n\x08\x63hannels\x18\x02 \x03(\x0e\x32\".clinic.user_management.v1.Channel\"\xe7\x01\n\x17NotificationPreferences\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12>\n\x08messages\x18\x02 \x03(\x0b\x32,.clinic.user_management.v1.MessagePreference\x12>\n\x12opted_out_channels\x18\x03 \x03(\x0e\x32\".clinic.user_management.v1.Channel\x12\x35\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\x88\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_PATIENT\x10\x01\x12\x0f\n\x0bROLE_DOCTOR\x10\x02\x12\x0e\n\nROLE_NURSE\x10\x03\x12\x15\n\x11ROLE_RECEPTIONIST\x10\x04\x12\x0e\n\nROLE_ADMIN\x10\x05\x12\x10\n\x0cROLE_ANALYST\x10\x06*^\n\nUserStatus\x12\x1b\n\x17USER_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12USER_STATUS_ACTIVE\x10\x01\x12\x1b\n\x17USER_STATUS_DEACTIVATED\x10\x02*X\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x03*\xa3\x02\n\x0bMessageKind\x12\x1c\n\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12)\n%MESSAGE_KIND_APPOINTMENT_CONFIRMATION\x10\x01\x12%\n!MESSAGE_KIND_APPOINTMENT_REMINDER\x10\x02\x12)\n%MESSAGE_KIND_APPOINTMENT_CANCELLATION\x10\x03\x12\x1e\n\x1aMESSAGE_KIND_VISIT_SUMMARY\x10\x04\x12\x18\n\x14MESSAGE_KIND_BILLING\x10\x05\x12\x1f\n\x1bMESSAGE_KIND_CLAIM_DECISION\x10\x06\x12\x1e\n\x1aMESSAGE_KIND_RECORD_ACCESS\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)clinic/user_management/v1/resources.proto\x12\x19\x63linic.user_management.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\xcd\x03\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\x05\x65mail\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xfe\x01\x12\x1f\n\ngiven_name\x18\x03 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x18\x64\x12 \n\x0b\x66\x61mily_name\x18\x04 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x18\x64\x12\x1d\n\x0c\x64isplay_name\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18\x64\x12\x1d\n\x0cphone_number\x18\x06 \x01(\tB\x07\xbaH\x04r\x02\x18 \x12%\n\nbirth_date\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x12-\n\x04role\x18\x08 \x01(\x0e\x32\x1f.clinic.user_management.v1.Role\x12\x1a\n\tspecialty\x18\t \x01(\tB\x07\xbaH\x04r\x02\x18\x64\x12\x35\n\x06status\x18\n \x01(\x0e\x32%.clinic.user_management.v1.UserStatus\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x89\x01\n\x11MessagePreference\x12\x34\n\x04kind\x18\x01 \x01(\x0e\x32&.clinic.user_management.v1.MessageKind\x12>\n\x08\x63hannels\x18\x02 \x03(\x0e\x32\".clinic.user_management.v1.ChannelB\x08\xbaH\x05\x92\x01\x02\x10\n\"\xfb\x01\n\x17NotificationPreferences\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12H\n\x08messages\x18\x02 \x03(\x0b\x32,.clinic.user_management.v1.MessagePreferenceB\x08\xbaH\x05\x92\x01\x02\x10\x32\x12H\n\x12opted_out_channels\x18\x03 \x03(\x0e\x32\".clinic.user_management.v1.ChannelB\x08\xbaH\x05\x92\x01\x02\x10\n\x12\x35\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\x88\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_PATIENT\x10\x01\x12\x0f\n\x0bROLE_DOCTOR\x10\x02\x12\x0e\n\nROLE_NURSE\x10\x03\x12\x15\n\x11ROLE_RECEPTIONIST\x10\x04\x12\x0e\n\nROLE_ADMIN\x10\x05\x12\x10\n\x0cROLE_ANALYST\x10\x06*^\n\nUserStatus\x12\x1b\n\x17USER_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12USER_STATUS_ACTIVE\x10\x01\x12\x1b\n\x17USER_STATUS_DEACTIVATED\x10\x02*X\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x03*\xa3\x02\n\x0bMessageKind\x12\x1c\n\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12)\n%MESSAGE_KIND_APPOINTMENT_CONFIRMATION\x10\x01\x12%\n!MESSAGE_KIND_APPOINTMENT_REMINDER\x10\x02\x12)\n%MESSAGE_KIND_APPOINTMENT_CANCELLATION\x10\x03\x12\x1e\n\x1aMESSAGE_KIND_VISIT_SUMMARY\x10\x04\x12\x18\n\x14MESSAGE_KIND_BILLING\x10\x05\x12\x1f\n\x1bMESSAGE_KIND_CLAIM_DECISION\x10\x06\x12\x1e\n\x1aMESSAGE_KIND_RECORD_ACCESS\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,31 +38,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USER'].fields_by_name['id']._loaded_options = None
   _globals['_USER'].fields_by_name['id']._serialized_options = b'\342A\001\003'
   _globals['_USER'].fields_by_name['email']._loaded_options = None
-  _globals['_USER'].fields_by_name['email']._serialized_options = b'\342A\001\002'
+  _globals['_USER'].fields_by_name['email']._serialized_options = b'\342A\001\002\272H\005r\003\030\376\001'
   _globals['_USER'].fields_by_name['given_name']._loaded_options = None
-  _globals['_USER'].fields_by_name['given_name']._serialized_options = b'\342A\001\002'
+  _globals['_USER'].fields_by_name['given_name']._serialized_options = b'\342A\001\002\272H\004r\002\030d'
   _globals['_USER'].fields_by_name['family_name']._loaded_options = None
-  _globals['_USER'].fields_by_name['family_name']._serialized_options = b'\342A\001\002'
+  _globals['_USER'].fields_by_name['family_name']._serialized_options = b'\342A\001\002\272H\004r\002\030d'
+  _globals['_USER'].fields_by_name['display_name']._loaded_options = None
+  _globals['_USER'].fields_by_name['display_name']._serialized_options = b'\272H\004r\002\030d'
+  _globals['_USER'].fields_by_name['phone_number']._loaded_options = None
+  _globals['_USER'].fields_by_name['phone_number']._serialized_options = b'\272H\004r\002\030 '
+  _globals['_USER'].fields_by_name['specialty']._loaded_options = None
+  _globals['_USER'].fields_by_name['specialty']._serialized_options = b'\272H\004r\002\030d'
   _globals['_USER'].fields_by_name['create_time']._loaded_options = None
   _globals['_USER'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_USER'].fields_by_name['update_time']._loaded_options = None
   _globals['_USER'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGEPREFERENCE'].fields_by_name['channels']._loaded_options = None
+  _globals['_MESSAGEPREFERENCE'].fields_by_name['channels']._serialized_options = b'\272H\005\222\001\002\020\n'
   _globals['_NOTIFICATIONPREFERENCES'].fields_by_name['user_id']._loaded_options = None
   _globals['_NOTIFICATIONPREFERENCES'].fields_by_name['user_id']._serialized_options = b'\342A\001\003'
+  _globals['_NOTIFICATIONPREFERENCES'].fields_by_name['messages']._loaded_options = None
+  _globals['_NOTIFICATIONPREFERENCES'].fields_by_name['messages']._serialized_options = b'\272H\005\222\001\002\0202'
+  _globals['_NOTIFICATIONPREFERENCES'].fields_by_name['opted_out_channels']._loaded_options = None
+  _globals['_NOTIFICATIONPREFERENCES'].fields_by_name['opted_out_channels']._serialized_options = b'\272H\005\222\001\002\020\n'
   _globals['_NOTIFICATIONPREFERENCES'].fields_by_name['update_time']._loaded_options = None
   _globals['_NOTIFICATIONPREFERENCES'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
-  _globals['_ROLE']._serialized_start=941
-  _globals['_ROLE']._serialized_end=1077
-  _globals['_USERSTATUS']._serialized_start=1079
-  _globals['_USERSTATUS']._serialized_end=1173
-  _globals['_CHANNEL']._serialized_start=1175
-  _globals['_CHANNEL']._serialized_end=1263
-  _globals['_MESSAGEKIND']._serialized_start=1266
-  _globals['_MESSAGEKIND']._serialized_end=1557
-  _globals['_USER']._serialized_start=163
-  _globals['_USER']._serialized_end=575
-  _globals['_MESSAGEPREFERENCE']._serialized_start=577
-  _globals['_MESSAGEPREFERENCE']._serialized_end=704
-  _globals['_NOTIFICATIONPREFERENCES']._serialized_start=707
-  _globals['_NOTIFICATIONPREFERENCES']._serialized_end=938
+  _globals['_ROLE']._serialized_start=1050
+  _globals['_ROLE']._serialized_end=1186
+  _globals['_USERSTATUS']._serialized_start=1188
+  _globals['_USERSTATUS']._serialized_end=1282
+  _globals['_CHANNEL']._serialized_start=1284
+  _globals['_CHANNEL']._serialized_end=1372
+  _globals['_MESSAGEKIND']._serialized_start=1375
+  _globals['_MESSAGEKIND']._serialized_end=1666
+  _globals['_USER']._serialized_start=192
+  _globals['_USER']._serialized_end=653
+  _globals['_MESSAGEPREFERENCE']._serialized_start=656
+  _globals['_MESSAGEPREFERENCE']._serialized_end=793
+  _globals['_NOTIFICATIONPREFERENCES']._serialized_start=796
+  _globals['_NOTIFICATIONPREFERENCES']._serialized_end=1047
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from clinic.user_management.v1 import resources_pb2 as clinic_dot_user__management_dot_v1_dot_resources__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
@@ -30,7 +31,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n7clinic/user_management/v1/user_management_service.proto\x12\x19\x63linic.user_management.v1\x1a)clinic/user_management/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\xca\x01\n\x0fRegisterRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ngiven_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x66\x61mily_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0cphone_number\x18\x05 \x01(\t\x12+\n\nbirth_date\x18\x06 \x01(\x0b\x32\x11.google.type.DateB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"A\n\x10RegisterResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\";\n\x0cLoginRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xd2\x01\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\x12=\n\x19refresh_token_expire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x04user\x18\x06 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\"-\n\x0eRefreshRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xa5\x01\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\x12=\n\x19refresh_token_expire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\"G\n\x16GetCurrentUserResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\"\'\n\x0eGetUserRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x0fGetUserResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\"V\n\x10ListUsersRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\\\n\x11ListUsersResponse\x12.\n\x05users\x18\x01 \x03(\x0b\x32\x1f.clinic.user_management.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x11\x43reateUserRequest\x12\x33\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.UserB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"C\n\x12\x43reateUserResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\"\x96\x01\n\x11UpdateUserRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x04user\x18\x02 \x01(\x0b\x32\x1f.clinic.user_management.v1.UserB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"C\n\x12UpdateUserResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\".\n\x15\x44\x65\x61\x63tivateUserRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x16\x44\x65\x61\x63tivateUserResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\":\n!GetNotificationPreferencesRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"z\n\"GetNotificationPreferencesResponse\x12T\n\x18notification_preferences\x18\x01 \x01(\x0b\x32\x32.clinic.user_management.v1.NotificationPreferences\"\xd0\x01\n$UpdateNotificationPreferencesRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12Z\n\x18notification_preferences\x18\x02 \x01(\x0b\x32\x32.clinic.user_management.v1.NotificationPreferencesB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"}\n%UpdateNotificationPreferencesResponse\x12T\n\x18notification_preferences\x18\x01 \x01(\x0b\x32\x32.clinic.user_management.v1.NotificationPreferences\"\x10\n\x0eGetJwksRequest\"F\n\x0fGetJwksResponse\x12\x33\n\x04keys\x18\x01 \x03(\x0b\x32%.clinic.user_management.v1.JsonWebKey\"\x9c\x01\n\nJsonWebKey\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\x12\x0b\n\x03\x61lg\x18\x03 \x01(\t\x12\x0b\n\x03use\x18\x04 \x01(\t\x12\x10\n\x03\x63rv\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x01x\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x01n\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x0e\n\x01\x65\x18\x08 \x01(\tH\x03\x88\x01\x01\x42\x06\n\x04_crvB\x04\n\x02_xB\x04\n\x02_nB\x04\n\x02_e\"\x19\n\x17RotateSigningKeyRequest\"\x86\x01\n\x18RotateSigningKeyResponse\x12\x32\n\x03key\x18\x01 \x01(\x0b\x32%.clinic.user_management.v1.JsonWebKey\x12\x36\n\x12signing_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xae\x10\n\x15UserManagementService\x12\x81\x01\n\x08Register\x12*.clinic.user_management.v1.RegisterRequest\x1a+.clinic.user_management.v1.RegisterResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/auth/register:\x01*\x12u\n\x05Login\x12\'.clinic.user_management.v1.LoginRequest\x1a(.clinic.user_management.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/auth/login:\x01*\x12}\n\x07Refresh\x12).clinic.user_management.v1.RefreshRequest\x1a*.clinic.user_management.v1.RefreshResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth/refresh:\x01*\x12y\n\x06Logout\x12(.clinic.user_management.v1.LogoutRequest\x1a).clinic.user_management.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/auth/logout:\x01*\x12\x8b\x01\n\x0eGetCurrentUser\x12\x30.clinic.user_management.v1.GetCurrentUserRequest\x1a\x31.clinic.user_management.v1.GetCurrentUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/users/me\x12}\n\x07GetUser\x12).clinic.user_management.v1.GetUserRequest\x1a*.clinic.user_management.v1.GetUserResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12y\n\tListUsers\x12+.clinic.user_management.v1.ListUsersRequest\x1a,.clinic.user_management.v1.ListUsersResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/users\x12\x7f\n\nCreateUser\x12,.clinic.user_management.v1.CreateUserRequest\x1a-.clinic.user_management.v1.CreateUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/users:\x01*\x12\x8c\x01\n\nUpdateUser\x12,.clinic.user_management.v1.UpdateUserRequest\x1a-.clinic.user_management.v1.UpdateUserResponse\"!\x82\xd3\xe4\x93\x02\x1b\x32\x13/v1/users/{user_id}:\x04user\x12\xa0\x01\n\x0e\x44\x65\x61\x63tivateUser\x12\x30.clinic.user_management.v1.DeactivateUserRequest\x1a\x31.clinic.user_management.v1.DeactivateUserResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/users/{user_id}:deactivate:\x01*\x12\xce\x01\n\x1aGetNotificationPreferences\x12<.clinic.user_management.v1.GetNotificationPreferencesRequest\x1a=.clinic.user_management.v1.GetNotificationPreferencesResponse\"3\x82\xd3\xe4\x93\x02-\x12+/v1/users/{user_id}/notificationPreferences\x12\xf1\x01\n\x1dUpdateNotificationPreferences\x12?.clinic.user_management.v1.UpdateNotificationPreferencesRequest\x1a@.clinic.user_management.v1.UpdateNotificationPreferencesResponse\"M\x82\xd3\xe4\x93\x02G2+/v1/users/{user_id}/notificationPreferences:\x18notification_preferences\x12\x80\x01\n\x07GetJwks\x12).clinic.user_management.v1.GetJwksRequest\x1a*.clinic.user_management.v1.GetJwksResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.json\x12\x9c\x01\n\x10RotateSigningKey\x12\x32.clinic.user_management.v1.RotateSigningKeyRequest\x1a\x33.clinic.user_management.v1.RotateSigningKeyResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/auth/keys:rotate:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n7clinic/user_management/v1/user_management_service.proto\x12\x19\x63linic.user_management.v1\x1a\x1b\x62uf/validate/validate.proto\x1a)clinic/user_management/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\xca\x01\n\x0fRegisterRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ngiven_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x66\x61mily_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0cphone_number\x18\x05 \x01(\t\x12+\n\nbirth_date\x18\x06 \x01(\x0b\x32\x11.google.type.DateB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"A\n\x10RegisterResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\";\n\x0cLoginRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xd2\x01\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\x12=\n\x19refresh_token_expire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x04user\x18\x06 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\"-\n\x0eRefreshRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xa5\x01\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\x12=\n\x19refresh_token_expire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"\x17\n\x15GetCurrentUserRequest\"G\n\x16GetCurrentUserResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\"2\n\x0eGetUserRequest\x12 \n\x07user_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"@\n\x0fGetUserResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\"_\n\x10ListUsersRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x1a\n\tpage_size\x18\x03 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x04 \x01(\t\"\\\n\x11ListUsersResponse\x12.\n\x05users\x18\x01 \x03(\x0b\x32\x1f.clinic.user_management.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x11\x43reateUserRequest\x12\x33\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.UserB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"C\n\x12\x43reateUserResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\"\xa1\x01\n\x11UpdateUserRequest\x12 \n\x07user_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x33\n\x04user\x18\x02 \x01(\x0b\x32\x1f.clinic.user_management.v1.UserB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"C\n\x12UpdateUserResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\"9\n\x15\x44\x65\x61\x63tivateUserRequest\x12 \n\x07user_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"G\n\x16\x44\x65\x61\x63tivateUserResponse\x12-\n\x04user\x18\x01 \x01(\x0b\x32\x1f.clinic.user_management.v1.User\"E\n!GetNotificationPreferencesRequest\x12 \n\x07user_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"z\n\"GetNotificationPreferencesResponse\x12T\n\x18notification_preferences\x18\x01 \x01(\x0b\x32\x32.clinic.user_management.v1.NotificationPreferences\"\xdb\x01\n$UpdateNotificationPreferencesRequest\x12 \n\x07user_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12Z\n\x18notification_preferences\x18\x02 \x01(\x0b\x32\x32.clinic.user_management.v1.NotificationPreferencesB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"}\n%UpdateNotificationPreferencesResponse\x12T\n\x18notification_preferences\x18\x01 \x01(\x0b\x32\x32.clinic.user_management.v1.NotificationPreferences\"\x10\n\x0eGetJwksRequest\"F\n\x0fGetJwksResponse\x12\x33\n\x04keys\x18\x01 \x03(\x0b\x32%.clinic.user_management.v1.JsonWebKey\"\x9c\x01\n\nJsonWebKey\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\x12\x0b\n\x03\x61lg\x18\x03 \x01(\t\x12\x0b\n\x03use\x18\x04 \x01(\t\x12\x10\n\x03\x63rv\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x01x\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x01n\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x0e\n\x01\x65\x18\x08 \x01(\tH\x03\x88\x01\x01\x42\x06\n\x04_crvB\x04\n\x02_xB\x04\n\x02_nB\x04\n\x02_e\"\x19\n\x17RotateSigningKeyRequest\"\x86\x01\n\x18RotateSigningKeyResponse\x12\x32\n\x03key\x18\x01 \x01(\x0b\x32%.clinic.user_management.v1.JsonWebKey\x12\x36\n\x12signing_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xae\x10\n\x15UserManagementService\x12\x81\x01\n\x08Register\x12*.clinic.user_management.v1.RegisterRequest\x1a+.clinic.user_management.v1.RegisterResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/auth/register:\x01*\x12u\n\x05Login\x12\'.clinic.user_management.v1.LoginRequest\x1a(.clinic.user_management.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/auth/login:\x01*\x12}\n\x07Refresh\x12).clinic.user_management.v1.RefreshRequest\x1a*.clinic.user_management.v1.RefreshResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth/refresh:\x01*\x12y\n\x06Logout\x12(.clinic.user_management.v1.LogoutRequest\x1a).clinic.user_management.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/auth/logout:\x01*\x12\x8b\x01\n\x0eGetCurrentUser\x12\x30.clinic.user_management.v1.GetCurrentUserRequest\x1a\x31.clinic.user_management.v1.GetCurrentUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/users/me\x12}\n\x07GetUser\x12).clinic.user_management.v1.GetUserRequest\x1a*.clinic.user_management.v1.GetUserResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12y\n\tListUsers\x12+.clinic.user_management.v1.ListUsersRequest\x1a,.clinic.user_management.v1.ListUsersResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/users\x12\x7f\n\nCreateUser\x12,.clinic.user_management.v1.CreateUserRequest\x1a-.clinic.user_management.v1.CreateUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/users:\x01*\x12\x8c\x01\n\nUpdateUser\x12,.clinic.user_management.v1.UpdateUserRequest\x1a-.clinic.user_management.v1.UpdateUserResponse\"!\x82\xd3\xe4\x93\x02\x1b\x32\x13/v1/users/{user_id}:\x04user\x12\xa0\x01\n\x0e\x44\x65\x61\x63tivateUser\x12\x30.clinic.user_management.v1.DeactivateUserRequest\x1a\x31.clinic.user_management.v1.DeactivateUserResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/users/{user_id}:deactivate:\x01*\x12\xce\x01\n\x1aGetNotificationPreferences\x12<.clinic.user_management.v1.GetNotificationPreferencesRequest\x1a=.clinic.user_management.v1.GetNotificationPreferencesResponse\"3\x82\xd3\xe4\x93\x02-\x12+/v1/users/{user_id}/notificationPreferences\x12\xf1\x01\n\x1dUpdateNotificationPreferences\x12?.clinic.user_management.v1.UpdateNotificationPreferencesRequest\x1a@.clinic.user_management.v1.UpdateNotificationPreferencesResponse\"M\x82\xd3\xe4\x93\x02G2+/v1/users/{user_id}/notificationPreferences:\x18notification_preferences\x12\x80\x01\n\x07GetJwks\x12).clinic.user_management.v1.GetJwksRequest\x1a*.clinic.user_management.v1.GetJwksResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.json\x12\x9c\x01\n\x10RotateSigningKey\x12\x32.clinic.user_management.v1.RotateSigningKeyRequest\x1a\x33.clinic.user_management.v1.RotateSigningKeyResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/auth/keys:rotate:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,23 +55,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REFRESHREQUEST'].fields_by_name['refresh_token']._loaded_options = None
   _globals['_REFRESHREQUEST'].fields_by_name['refresh_token']._serialized_options = b'\342A\001\002'
   _globals['_GETUSERREQUEST'].fields_by_name['user_id']._loaded_options = None
-  _globals['_GETUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
+  _globals['_LISTUSERSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTUSERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_CREATEUSERREQUEST'].fields_by_name['user']._loaded_options = None
   _globals['_CREATEUSERREQUEST'].fields_by_name['user']._serialized_options = b'\342A\001\002'
   _globals['_CREATEUSERREQUEST'].fields_by_name['password']._loaded_options = None
   _globals['_CREATEUSERREQUEST'].fields_by_name['password']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEUSERREQUEST'].fields_by_name['user_id']._loaded_options = None
-  _globals['_UPDATEUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_UPDATEUSERREQUEST'].fields_by_name['user']._loaded_options = None
   _globals['_UPDATEUSERREQUEST'].fields_by_name['user']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEUSERREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATEUSERREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
   _globals['_DEACTIVATEUSERREQUEST'].fields_by_name['user_id']._loaded_options = None
-  _globals['_DEACTIVATEUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_DEACTIVATEUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_GETNOTIFICATIONPREFERENCESREQUEST'].fields_by_name['user_id']._loaded_options = None
-  _globals['_GETNOTIFICATIONPREFERENCESREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETNOTIFICATIONPREFERENCESREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_UPDATENOTIFICATIONPREFERENCESREQUEST'].fields_by_name['user_id']._loaded_options = None
-  _globals['_UPDATENOTIFICATIONPREFERENCESREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATENOTIFICATIONPREFERENCESREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\330\001\001'
   _globals['_UPDATENOTIFICATIONPREFERENCESREQUEST'].fields_by_name['notification_preferences']._loaded_options = None
   _globals['_UPDATENOTIFICATIONPREFERENCESREQUEST'].fields_by_name['notification_preferences']._serialized_options = b'\342A\001\002'
   _globals['_UPDATENOTIFICATIONPREFERENCESREQUEST'].fields_by_name['update_mask']._loaded_options = None
@@ -103,64 +106,64 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERMANAGEMENTSERVICE'].methods_by_name['GetJwks']._serialized_options = b'\202\323\344\223\002\030\022\026/.well-known/jwks.json'
   _globals['_USERMANAGEMENTSERVICE'].methods_by_name['RotateSigningKey']._loaded_options = None
   _globals['_USERMANAGEMENTSERVICE'].methods_by_name['RotateSigningKey']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/auth/keys:rotate:\001*'
-  _globals['_REGISTERREQUEST']._serialized_start=284
-  _globals['_REGISTERREQUEST']._serialized_end=486
-  _globals['_REGISTERRESPONSE']._serialized_start=488
-  _globals['_REGISTERRESPONSE']._serialized_end=553
-  _globals['_LOGINREQUEST']._serialized_start=555
-  _globals['_LOGINREQUEST']._serialized_end=614
-  _globals['_LOGINRESPONSE']._serialized_start=617
-  _globals['_LOGINRESPONSE']._serialized_end=827
-  _globals['_REFRESHREQUEST']._serialized_start=829
-  _globals['_REFRESHREQUEST']._serialized_end=874
-  _globals['_REFRESHRESPONSE']._serialized_start=877
-  _globals['_REFRESHRESPONSE']._serialized_end=1042
-  _globals['_LOGOUTREQUEST']._serialized_start=1044
-  _globals['_LOGOUTREQUEST']._serialized_end=1059
-  _globals['_LOGOUTRESPONSE']._serialized_start=1061
-  _globals['_LOGOUTRESPONSE']._serialized_end=1077
-  _globals['_GETCURRENTUSERREQUEST']._serialized_start=1079
-  _globals['_GETCURRENTUSERREQUEST']._serialized_end=1102
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=1104
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=1175
-  _globals['_GETUSERREQUEST']._serialized_start=1177
-  _globals['_GETUSERREQUEST']._serialized_end=1216
-  _globals['_GETUSERRESPONSE']._serialized_start=1218
-  _globals['_GETUSERRESPONSE']._serialized_end=1282
-  _globals['_LISTUSERSREQUEST']._serialized_start=1284
-  _globals['_LISTUSERSREQUEST']._serialized_end=1370
-  _globals['_LISTUSERSRESPONSE']._serialized_start=1372
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1464
-  _globals['_CREATEUSERREQUEST']._serialized_start=1466
-  _globals['_CREATEUSERREQUEST']._serialized_end=1582
-  _globals['_CREATEUSERRESPONSE']._serialized_start=1584
-  _globals['_CREATEUSERRESPONSE']._serialized_end=1651
-  _globals['_UPDATEUSERREQUEST']._serialized_start=1654
-  _globals['_UPDATEUSERREQUEST']._serialized_end=1804
-  _globals['_UPDATEUSERRESPONSE']._serialized_start=1806
-  _globals['_UPDATEUSERRESPONSE']._serialized_end=1873
-  _globals['_DEACTIVATEUSERREQUEST']._serialized_start=1875
-  _globals['_DEACTIVATEUSERREQUEST']._serialized_end=1921
-  _globals['_DEACTIVATEUSERRESPONSE']._serialized_start=1923
-  _globals['_DEACTIVATEUSERRESPONSE']._serialized_end=1994
-  _globals['_GETNOTIFICATIONPREFERENCESREQUEST']._serialized_start=1996
-  _globals['_GETNOTIFICATIONPREFERENCESREQUEST']._serialized_end=2054
-  _globals['_GETNOTIFICATIONPREFERENCESRESPONSE']._serialized_start=2056
-  _globals['_GETNOTIFICATIONPREFERENCESRESPONSE']._serialized_end=2178
-  _globals['_UPDATENOTIFICATIONPREFERENCESREQUEST']._serialized_start=2181
-  _globals['_UPDATENOTIFICATIONPREFERENCESREQUEST']._serialized_end=2389
-  _globals['_UPDATENOTIFICATIONPREFERENCESRESPONSE']._serialized_start=2391
-  _globals['_UPDATENOTIFICATIONPREFERENCESRESPONSE']._serialized_end=2516
-  _globals['_GETJWKSREQUEST']._serialized_start=2518
-  _globals['_GETJWKSREQUEST']._serialized_end=2534
-  _globals['_GETJWKSRESPONSE']._serialized_start=2536
-  _globals['_GETJWKSRESPONSE']._serialized_end=2606
-  _globals['_JSONWEBKEY']._serialized_start=2609
-  _globals['_JSONWEBKEY']._serialized_end=2765
-  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_start=2767
-  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_end=2792
-  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_start=2795
-  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_end=2929
-  _globals['_USERMANAGEMENTSERVICE']._serialized_start=2932
-  _globals['_USERMANAGEMENTSERVICE']._serialized_end=5026
+  _globals['_REGISTERREQUEST']._serialized_start=313
+  _globals['_REGISTERREQUEST']._serialized_end=515
+  _globals['_REGISTERRESPONSE']._serialized_start=517
+  _globals['_REGISTERRESPONSE']._serialized_end=582
+  _globals['_LOGINREQUEST']._serialized_start=584
+  _globals['_LOGINREQUEST']._serialized_end=643
+  _globals['_LOGINRESPONSE']._serialized_start=646
+  _globals['_LOGINRESPONSE']._serialized_end=856
+  _globals['_REFRESHREQUEST']._serialized_start=858
+  _globals['_REFRESHREQUEST']._serialized_end=903
+  _globals['_REFRESHRESPONSE']._serialized_start=906
+  _globals['_REFRESHRESPONSE']._serialized_end=1071
+  _globals['_LOGOUTREQUEST']._serialized_start=1073
+  _globals['_LOGOUTREQUEST']._serialized_end=1088
+  _globals['_LOGOUTRESPONSE']._serialized_start=1090
+  _globals['_LOGOUTRESPONSE']._serialized_end=1106
+  _globals['_GETCURRENTUSERREQUEST']._serialized_start=1108
+  _globals['_GETCURRENTUSERREQUEST']._serialized_end=1131
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=1133
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=1204
+  _globals['_GETUSERREQUEST']._serialized_start=1206
+  _globals['_GETUSERREQUEST']._serialized_end=1256
+  _globals['_GETUSERRESPONSE']._serialized_start=1258
+  _globals['_GETUSERRESPONSE']._serialized_end=1322
+  _globals['_LISTUSERSREQUEST']._serialized_start=1324
+  _globals['_LISTUSERSREQUEST']._serialized_end=1419
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1421
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1513
+  _globals['_CREATEUSERREQUEST']._serialized_start=1515
+  _globals['_CREATEUSERREQUEST']._serialized_end=1631
+  _globals['_CREATEUSERRESPONSE']._serialized_start=1633
+  _globals['_CREATEUSERRESPONSE']._serialized_end=1700
+  _globals['_UPDATEUSERREQUEST']._serialized_start=1703
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1864
+  _globals['_UPDATEUSERRESPONSE']._serialized_start=1866
+  _globals['_UPDATEUSERRESPONSE']._serialized_end=1933
+  _globals['_DEACTIVATEUSERREQUEST']._serialized_start=1935
+  _globals['_DEACTIVATEUSERREQUEST']._serialized_end=1992
+  _globals['_DEACTIVATEUSERRESPONSE']._serialized_start=1994
+  _globals['_DEACTIVATEUSERRESPONSE']._serialized_end=2065
+  _globals['_GETNOTIFICATIONPREFERENCESREQUEST']._serialized_start=2067
+  _globals['_GETNOTIFICATIONPREFERENCESREQUEST']._serialized_end=2136
+  _globals['_GETNOTIFICATIONPREFERENCESRESPONSE']._serialized_start=2138
+  _globals['_GETNOTIFICATIONPREFERENCESRESPONSE']._serialized_end=2260
+  _globals['_UPDATENOTIFICATIONPREFERENCESREQUEST']._serialized_start=2263
+  _globals['_UPDATENOTIFICATIONPREFERENCESREQUEST']._serialized_end=2482
+  _globals['_UPDATENOTIFICATIONPREFERENCESRESPONSE']._serialized_start=2484
+  _globals['_UPDATENOTIFICATIONPREFERENCESRESPONSE']._serialized_end=2609
+  _globals['_GETJWKSREQUEST']._serialized_start=2611
+  _globals['_GETJWKSREQUEST']._serialized_end=2627
+  _globals['_GETJWKSRESPONSE']._serialized_start=2629
+  _globals['_GETJWKSRESPONSE']._serialized_end=2699
+  _globals['_JSONWEBKEY']._serialized_start=2702
+  _globals['_JSONWEBKEY']._serialized_end=2858
+  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_start=2860
+  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_end=2885
+  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_start=2888
+  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_end=3022
+  _globals['_USERMANAGEMENTSERVICE']._serialized_start=3025
+  _globals['_USERMANAGEMENTSERVICE']._serialized_end=5119
 # @@protoc_insertion_point(module_scope)
