@@ -18,6 +18,9 @@ from email.utils import formatdate
 import aiosmtplib
 import httpx
 
+# A failure's reason is stored, published, logged and shown to staff (GetNotification): it says
+# what happened in words, never an exception class, a server's text or an address.
+
 
 class TemporaryFailure(Exception):
     """Worth trying again later (server down, timeout, 5xx)."""
@@ -77,8 +80,12 @@ class Email:
             # The reason is stored, published and logged: the server's codes, never the address.
             codes = ", ".join(str(r.code) for r in exc.recipients)
             raise PermanentFailure(f"SMTP: the mail server refused the address ({codes})") from exc
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise TemporaryFailure(f"SMTP: {type(exc).__name__}: {exc}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise TemporaryFailure(f"SMTP: the mail server answered {exc.code}") from exc
+        except (aiosmtplib.SMTPTimeoutError, TimeoutError) as exc:
+            raise TemporaryFailure("SMTP: the mail server did not answer in time") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise TemporaryFailure("SMTP: the mail server could not be reached") from exc
         finally:  # a session that failed, or was cut off by the send timeout, is not used again
             if client is not None:
                 if reusable and len(self._idle) < self.connections:
@@ -122,12 +129,15 @@ class ProviderChannel:
             reply = await self.http.post(
                 self.path, json=self.body(delivery), headers={"Idempotency-Key": str(delivery.id)}
             )
+        except httpx.TimeoutException as exc:
+            raise TemporaryFailure(f"{self.path}: the provider did not answer in time") from exc
         except httpx.HTTPError as exc:
-            raise TemporaryFailure(f"{self.path}: {type(exc).__name__}: {exc}") from exc
+            raise TemporaryFailure(f"{self.path}: the provider could not be reached") from exc
         if reply.status_code >= 500 or reply.status_code == 429:
             raise TemporaryFailure(f"{self.path}: provider answered {reply.status_code}")
         if reply.status_code >= 400:
-            raise PermanentFailure(f"{self.path}: refused ({reply.status_code}): {reply.text[:200]}")
+            # Not the provider's text: it may quote the number or the message.
+            raise PermanentFailure(f"{self.path}: refused ({reply.status_code})")
 
 
 def provider_channels(base_url: str, timeout: float) -> tuple[httpx.AsyncClient, dict[str, ProviderChannel]]:

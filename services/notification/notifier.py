@@ -478,7 +478,7 @@ class Notifier:
             # A bug or an error no channel foresaw: a temporary failure, so the attempt cap ends it.
             # Only its class is told: its text may hold the address or the message.
             log.error("unexpected error sending a notification", extra=_ids(delivery, exc))
-            await self._failed(delivery, f"unexpected {type(exc).__name__}", permanent=False)
+            await self._failed(delivery, "an unexpected error (see the service log)", permanent=False)
         else:
             await self._sent(delivery)
 
