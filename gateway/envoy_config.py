@@ -3,9 +3,10 @@
 Filters, in order: health check (`/healthz` answers 200 only while every service passes Envoy's
 active gRPC health check) -> buffer (a body over `max_body_bytes` is 413; headers over
 `max_header_kb` are 431, from the connection manager) -> jwt_authn (every route needs a valid
-access token except the open RPCs of `clinic_platform.auth.OPEN_METHODS`) -> strict JSON (a
-Lua filter, gateway/strict_json.lua: a body must be one JSON object, well formed, without
-duplicate or unknown members, which the transcoder would let through) -> the gRPC-JSON
+access token except the open RPCs of `clinic_platform.auth.OPEN_METHODS`) -> strict input (a
+Lua filter, gateway/strict_json.lua: the path and query are UTF-8 once percent-decoded, and a
+body must be one JSON object, well formed, without duplicate or unknown members, which the
+transcoder would let through) -> the gRPC-JSON
 transcoder -> the local rate limit (a global bucket, plus a per-client bucket on login and
 registration) -> the router.
 

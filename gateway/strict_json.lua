@@ -221,8 +221,76 @@ local function route_of(method, path)
   return nil
 end
 
+-- True when `s` is well-formed UTF-8: no stray continuation bytes, overlong forms, surrogates
+-- (ED A0..BF) or code points past U+10FFFF.
+local function valid_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local extra
+    if c < 0x80 then
+      extra = 0
+    elseif c >= 0xC2 and c <= 0xDF then
+      extra = 1
+    elseif c >= 0xE0 and c <= 0xEF then
+      extra = 2
+    elseif c >= 0xF0 and c <= 0xF4 then
+      extra = 3
+    else
+      return false
+    end
+    if i + extra > n then
+      return false
+    end
+    for k = 1, extra do
+      local b = string.byte(s, i + k)
+      if b < 0x80 or b > 0xBF then
+        return false
+      end
+    end
+    local c2 = string.byte(s, i + 1)
+    local overlong = (c == 0xE0 and c2 < 0xA0) or (c == 0xF0 and c2 < 0x90)
+    local surrogate_or_beyond = (c == 0xED and c2 > 0x9F) or (c == 0xF4 and c2 > 0x8F)
+    if overlong or surrogate_or_beyond then
+      return false
+    end
+    i = i + extra + 1
+  end
+  return true
+end
+
+local function unescaped(s)
+  return (string.gsub(string.gsub(s, "%+", " "), "%%(%x%x)", function(hex)
+    return string.char(tonumber(hex, 16))
+  end))
+end
+
+-- The path and every query value must be UTF-8 once percent-decoded (a service would refuse them
+-- too, naming the field; the edge says which part it is before any service sees them).
+local function invalid_utf8_in(target)
+  local path, query = string.match(target, "^([^?]*)%??(.*)$")
+  if not valid_utf8(unescaped(path)) then
+    return "the path is not valid UTF-8"
+  end
+  for pair in string.gmatch(query, "[^&]+") do
+    local name, value = string.match(pair, "^([^=]*)=?(.*)$")
+    if not valid_utf8(unescaped(name)) then
+      return "a query parameter name is not valid UTF-8"
+    end
+    if not valid_utf8(unescaped(value)) then
+      return "query parameter " .. safe(unescaped(name)) .. " is not valid UTF-8"
+    end
+  end
+  return nil
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
+  local problem = invalid_utf8_in(headers:get(":path") or "")
+  if problem then
+    handle:respond({ [":status"] = "400" }, problem)
+    return
+  end
   local method = headers:get(":method")
   if method ~= "POST" and method ~= "PATCH" and method ~= "PUT" then
     return
