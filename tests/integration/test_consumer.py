@@ -22,13 +22,16 @@ from tests.support.run_consumer import CRASHED_BEFORE_COMMIT
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def consumer_for(kit_db, bootstrap: str, topic: str, group: str | None = None, **options) -> EventConsumer:
+def consumer_for(
+    kit_db, bootstrap: str, topic: str, group: str | None = None, handler=None, **options
+) -> EventConsumer:
+    """A consumer of AppointmentBooked on `topic`; the handler writes the ledger unless given."""
     return EventConsumer(
         kit_db.db,
         bootstrap=bootstrap,
         group=group or f"kittest-{uuid.uuid4().hex[:8]}",
         topics=[topic],
-        handlers={events_pb2.AppointmentBooked: ledger_handler(kit_db.metadata)},
+        handlers={events_pb2.AppointmentBooked: handler or ledger_handler(kit_db.metadata)},
         **options,
     )
 
@@ -159,13 +162,8 @@ async def test_a_batch_with_a_failing_event_applies_every_event_once_in_order(ki
             failed_once.append(envelope.id)
             raise RuntimeError("a passing failure")
 
-    consumer = EventConsumer(
-        kit_db.db,
-        bootstrap=stack.kafka_bootstrap,
-        group=f"kittest-{uuid.uuid4().hex[:8]}",
-        topics=[topic],
-        handlers={events_pb2.AppointmentBooked: fails_once_on_n5},
-        retry_base_seconds=0.01,
+    consumer = consumer_for(
+        kit_db, stack.kafka_bootstrap, topic, handler=fails_once_on_n5, retry_base_seconds=0.01
     )
     async with Running(consumer):
         await eventually(lambda: consumer.stats.applied == 10, what="all ten events")
@@ -191,12 +189,11 @@ async def test_a_dead_lettered_event_is_applied_once_after_the_fix_and_a_replay(
             raise RuntimeError("a bug in this release")
         await record(session, event, envelope)
 
-    consumer = EventConsumer(
-        kit_db.db,
-        bootstrap=stack.kafka_bootstrap,
-        group=f"kittest-{uuid.uuid4().hex[:8]}",
-        topics=[topic],
-        handlers={events_pb2.AppointmentBooked: broken_until_fixed},
+    consumer = consumer_for(
+        kit_db,
+        stack.kafka_bootstrap,
+        topic,
+        handler=broken_until_fixed,
         max_attempts=2,
         retry_base_seconds=0.01,
     )
