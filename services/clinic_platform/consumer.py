@@ -8,10 +8,10 @@ as it arrives, so a quiet system adds no batching delay), and then:
    undecodable payload) goes to `<topic>.dlq`. An event type with no handler here is skipped and
    counted: a known type this service has no use for, or a type it does not know yet (a producer
    may ship new types before its consumers).
-2. applies each partition's events in ONE database transaction (the partitions' transactions side
-   by side): one statement inserts every `ce_id` into the inbox and returns the new ones, then
-   each new event's handler runs, in partition order. A duplicate (already in the inbox, or twice
-   in the batch) changes nothing.
+2. applies the events of each lane (a partition's keys split LANES ways) in ONE database
+   transaction, the lanes side by side: one statement inserts every `ce_id` into the inbox and
+   returns the new ones, then each new event's handler runs, in partition order. A duplicate
+   (already in the inbox, or twice in the batch) changes nothing.
 3. commits the offsets, only after that transaction. A consumer killed in between reads the
    batch again and the inbox absorbs it.
 
@@ -32,6 +32,7 @@ import asyncio
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ from clinic_platform.db import Database, is_connection_error
 from clinic_platform.kafka import DELIVERY_TIMEOUT_MS, consumer_config, ensure_topics, producer_config
 
 log = logging.getLogger(__name__)
+
+# Lanes per partition applied side by side (each a transaction and a pooled connection).
+LANES = 4
 
 Handler = Callable[[AsyncSession, ProtoMessage, events.EventEnvelope], Awaitable[None]]
 Partition = tuple[str, int]
@@ -241,14 +245,16 @@ class EventConsumer:
             item = await self._decode(msg)
             if item is not None:
                 pending.append(item)
-        # Partitions are independent (an aggregate's events share one), so each partition's events
-        # are applied in a transaction of their own, side by side: their round trips overlap.
-        by_partition: dict[Partition, list[Pending]] = {}
+        # Only an aggregate's own events must keep their order (they share a key, so a partition).
+        # Each lane (a partition's keys split LANES ways) is applied in a transaction of its own,
+        # side by side with the others, so their round trips overlap.
+        lanes: dict[tuple, list[Pending]] = {}
         for item in pending:
-            by_partition.setdefault((item.msg.topic(), item.msg.partition()), []).append(item)
+            lane = zlib.crc32(item.msg.key() or b"") % LANES
+            lanes.setdefault((item.msg.topic(), item.msg.partition(), lane), []).append(item)
         try:
             async with asyncio.TaskGroup() as group:
-                for items in by_partition.values():
+                for items in lanes.values():
                     group.create_task(self._apply_in_order(items, stopping))
         except* _Stopped:
             raise _Stopped from None
