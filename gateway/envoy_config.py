@@ -22,10 +22,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.api import annotations_pb2
-from google.protobuf import descriptor_pb2
-
 from clinic_platform.auth import OPEN_METHODS, RATE_LIMITED_METHODS
+from gateway.contracts import http_rules, load
 from gateway.strict_json import lua_source
 
 JWT_PROVIDER = "clinic_mesh"
@@ -82,26 +80,18 @@ class EdgeConfig:
 
 
 def public_rpcs(descriptor_set: Path) -> list[PublicRpc]:
-    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
     rpcs = []
-    for file in files.file:
-        if not file.package.startswith("clinic."):
-            continue
-        for service in file.service:
-            for method in service.method:
-                if not method.options.HasExtension(annotations_pb2.http):
-                    continue
-                rule = method.options.Extensions[annotations_pb2.http]
-                verb = rule.WhichOneof("pattern")
-                rpcs.append(
-                    PublicRpc(
-                        file.package.split(".")[1],
-                        f"{file.package}.{service.name}",
-                        method.name,
-                        verb.upper(),
-                        getattr(rule, verb),
-                    )
-                )
+    for file, service, method, rule in http_rules(load(descriptor_set)):
+        verb = rule.WhichOneof("pattern")
+        rpcs.append(
+            PublicRpc(
+                file.package.split(".")[1],
+                f"{file.package}.{service.name}",
+                method.name,
+                verb.upper(),
+                getattr(rule, verb),
+            )
+        )
     return rpcs
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
+
+from gateway.contracts import http_rules, load
 
 LUA_SOURCE = Path(__file__).with_name("strict_json.lua")
 _MESSAGE = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
@@ -66,33 +67,26 @@ def _pattern(template: str) -> str:
 
 
 def lua_source(descriptor_set: Path) -> str:
-    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    files = load(descriptor_set)
     messages = _messages(files)
     routes, types = [], {}
-    for file in files.file:
-        if not file.package.startswith("clinic."):
+    for _file, _service, method, rule in http_rules(files):
+        if not rule.body:
             continue
-        for service in file.service:
-            for method in service.method:
-                if not method.options.HasExtension(annotations_pb2.http):
-                    continue
-                rule = method.options.Extensions[annotations_pb2.http]
-                if not rule.body:
-                    continue
-                verb = rule.WhichOneof("pattern")
-                template = getattr(rule, verb)
-                request_type = method.input_type.lstrip(".")
-                request = messages[request_type]
-                if rule.body == "*":
-                    # The path's variables are not body fields (the transcoder would let a body
-                    # value collide with the path's).
-                    bound = set(re.findall(r"\{([^}=]*)", template))
-                    kind = f"m:{request_type}/{method.name}"
-                    types[kind[2:]] = _fields(request, messages, bound)
-                else:
-                    (field,) = [f for f in request.field if f.name == rule.body]
-                    kind = _kind(field, messages)
-                routes.append((verb.upper(), _pattern(template), kind))
+        verb = rule.WhichOneof("pattern")
+        template = getattr(rule, verb)
+        request_type = method.input_type.lstrip(".")
+        request = messages[request_type]
+        if rule.body == "*":
+            # The path's variables are not body fields (the transcoder would let a body value
+            # collide with the path's).
+            bound = set(re.findall(r"\{([^}=]*)", template))
+            kind = f"m:{request_type}/{method.name}"
+            types[kind[2:]] = _fields(request, messages, bound)
+        else:
+            (field,) = [f for f in request.field if f.name == rule.body]
+            kind = _kind(field, messages)
+        routes.append((verb.upper(), _pattern(template), kind))
     # The message types a body can reach.
     pending = [k for _, _, k in routes] + [
         k for fields in types.values() for k in re.findall(r"=(\S+)", fields)

@@ -24,6 +24,7 @@ from google.protobuf import descriptor_pb2
 
 from buf.validate import validate_pb2
 from clinic_platform.auth import OPEN_METHODS
+from gateway.contracts import http_rules, load
 from tools.protos import ROOT, build_descriptor_set
 
 DOCUMENT = ROOT / "docs" / "openapi.json"
@@ -115,18 +116,13 @@ def _scalar(field: descriptor_pb2.FieldDescriptorProto, rules) -> dict:
 
 
 def document(descriptor_set: Path) -> dict:
-    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    files = load(descriptor_set)
     build = _Builder(files)
     paths: dict[str, dict] = {}
-    for file in files.file:
-        if not file.package.startswith("clinic."):
-            continue
-        for service in file.service:
-            for method in service.method:
-                if method.options.HasExtension(annotations_pb2.http):
-                    rpc = f"/{file.package}.{service.name}/{method.name}"
-                    verb, template, operation = _operation(build, service.name, method, rpc)
-                    paths.setdefault(template, {})[verb] = operation
+    for file, service, method, _rule in http_rules(files):
+        rpc = f"/{file.package}.{service.name}/{method.name}"
+        verb, template, operation = _operation(build, service.name, method, rpc)
+        paths.setdefault(template, {})[verb] = operation
     return {
         "openapi": "3.0.3",
         "info": {
