@@ -2,22 +2,18 @@
 
 An access token is an EdDSA-signed JWT (header `typ: at+jwt`, `kid`) with `iss`, `aud`, `sub`
 (user id), `role`, `sid` (session) and `exp`. The interceptor hook checks the algorithm against an
-allow-list, the signature with the key named by `kid` (from user_management's JWKS), the claims,
-and that the session still lives in Redis; then the handler reads the typed caller:
+allow-list, the signature with the key named by `kid` (from user_management's JWKS, `jwks.py`),
+the claims, and that the session still lives in Redis; then the handler reads the typed caller:
 
     me = auth.caller()                              # Unauthenticated when there is none
     auth.require_role(Role.ADMIN)                   # PermissionDenied otherwise
-    auth.require_self_or(user_id, Role.ADMIN)       # NotFound for anyone else (no existence leak)
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,7 +22,7 @@ from typing import Any, Protocol
 import jwt
 from jwt.algorithms import OKPAlgorithm
 
-from clinic_platform.errors import NotFound, PermissionDenied, Unauthenticated
+from clinic_platform.errors import PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +106,6 @@ async def role_gate(method: str, _metadata: dict[str, str]) -> None:
     roles = ROLE_GATES.get(method)
     if roles is not None:
         require_role(*roles)
-
-
-def require_self_or(owner_id: str, *roles: Role, resource: str = "user") -> Caller:
-    """The owner, or one of `roles`; anyone else learns nothing, not even that it exists."""
-    current = caller()
-    if current.user_id != owner_id and current.role not in roles:
-        raise NotFound(f"{resource} {owner_id} not found")
-    return current
 
 
 class KeySource(Protocol):
@@ -229,65 +217,3 @@ class Authenticator:
         except ValueError:
             raise Unauthenticated("the token carries an unknown role") from None
         caller_var.set(Caller(claims["sub"], role, claims["sid"], token.strip()))
-
-
-class RemoteJwks:
-    """Public keys from user_management's JWKS: refreshed periodically, and at once (at most every
-    `min_refetch_seconds`) when a token names a key we have not seen, e.g. right after rotation."""
-
-    def __init__(
-        self,
-        fetch: Callable[[], Awaitable[list[dict[str, Any]]]],
-        *,
-        refresh_seconds: float = 30.0,
-        min_refetch_seconds: float = 1.0,
-    ) -> None:
-        self.fetch = fetch
-        self.refresh_seconds = refresh_seconds
-        self.min_refetch_seconds = min_refetch_seconds
-        self._keys: dict[str, Any] = {}
-        self._fetched_at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def public_key(self, kid: str) -> Any | None:
-        key = self._keys.get(kid)
-        if key is None and (
-            not self._keys or time.monotonic() - self._fetched_at >= self.min_refetch_seconds
-        ):
-            await self.refresh()
-            key = self._keys.get(kid)
-        return key
-
-    async def refresh(self) -> None:
-        async with self._lock:
-            if self._keys and time.monotonic() - self._fetched_at < self.min_refetch_seconds:
-                return
-            try:
-                jwks = await self.fetch()
-            except Exception as exc:  # keep the keys we have; calls with known keys still work
-                log.warning("could not fetch the JWKS", extra={"error": repr(exc)})
-                self._fetched_at = time.monotonic()
-                return
-            self._keys = {jwk["kid"]: public_key_from_jwk(jwk) for jwk in jwks}
-            self._fetched_at = time.monotonic()
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Background refresh, so a rotated key is known before the first token signed with it."""
-        while not stopping.is_set():
-            await self.refresh()
-            wait = self.refresh_seconds if self._keys else self.min_refetch_seconds  # none yet: keep trying
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=wait)
-
-
-async def fetch_jwks(address: str) -> list[dict[str, Any]]:
-    """user_management's public keys over gRPC (GetJwks is open: no token needed)."""
-    from google.protobuf.json_format import MessageToDict
-
-    from clinic.user_management.v1 import user_management_service_pb2 as pb
-    from clinic.user_management.v1 import user_management_service_pb2_grpc as rpc
-    from clinic_platform.clients import channel
-
-    async with channel(address) as ch:
-        reply = await rpc.UserManagementServiceStub(ch).GetJwks(pb.GetJwksRequest(), timeout=5)
-    return [MessageToDict(key, preserving_proto_field_name=True) for key in reply.keys]

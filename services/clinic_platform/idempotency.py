@@ -10,6 +10,11 @@ back, the retry simply runs again. A key reused for a different request is INVAL
         ... do the work ...
         await keys.remember(session, scope, request.request_id, response)
 
+A write done in one SQL statement (asyncpg, for speed) inserts the key in that statement with the
+answer it will give, from `keys.values(...)` and `COLUMNS`, `ON CONFLICT DO NOTHING`; when nothing
+was written, `keys.earlier(...)` gives the first answer (or the error for a reused key).
+
+The scope is the RPC and the caller (`scope(...)`), so one client's key never meets another's.
 Fingerprints leave out `secret_fields` (passwords), so no secret is stored, not even hashed.
 """
 
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy import select, update
@@ -28,6 +33,20 @@ from sqlalchemy.sql.schema import MetaData
 from clinic_platform.errors import InvalidArgument
 
 R = TypeVar("R", bound=Message)
+
+COLUMNS = "scope, request_id, fingerprint, response"
+
+
+def scope(rpc: str, caller_id: str) -> str:
+    return f"{rpc}:{caller_id}"
+
+
+def checked(request_id: str) -> str:
+    try:
+        uuid.UUID(request_id)
+    except ValueError:
+        raise InvalidArgument("request_id", "must be a UUID chosen by the client") from None
+    return request_id
 
 
 def fingerprint(request: Message, secret_fields: tuple[str, ...] = ()) -> str:
@@ -54,10 +73,7 @@ class IdempotencyKeys:
         secret_fields: tuple[str, ...] = (),
     ) -> R | None:
         """None when this request is new (go ahead); the earlier response when it is a retry."""
-        try:
-            uuid.UUID(request_id)
-        except ValueError:
-            raise InvalidArgument("request_id", "must be a UUID chosen by the client") from None
+        checked(request_id)
         request_print = fingerprint(request, secret_fields)
         claimed = await session.execute(
             insert(self.table)
@@ -74,9 +90,7 @@ class IdempotencyKeys:
                 )
             )
         ).one()
-        if earlier.fingerprint != request_print:
-            raise InvalidArgument("request_id", "was already used for a different request")
-        return response_type.FromString(earlier.response)
+        return _answer(earlier._mapping, request_print, response_type)
 
     async def remember(self, session: AsyncSession, scope: str, request_id: str, response: Message) -> None:
         await session.execute(
@@ -84,3 +98,42 @@ class IdempotencyKeys:
             .where(self.table.c.scope == scope, self.table.c.request_id == request_id)
             .values(response=response.SerializeToString())
         )
+
+    def values(
+        self,
+        scope: str,
+        request_id: str,
+        request: Message,
+        response: Message,
+        *,
+        secret_fields: tuple[str, ...] = (),
+    ) -> tuple[str, str, str, bytes]:
+        """The row for `COLUMNS`, for a statement that claims the key and writes the answer at once."""
+        return (scope, checked(request_id), fingerprint(request, secret_fields), response.SerializeToString())
+
+    async def earlier(
+        self,
+        connection: Any,
+        scope: str,
+        request_id: str,
+        request: Message,
+        response_type: type[R],
+        *,
+        secret_fields: tuple[str, ...] = (),
+    ) -> R | None:
+        """The first answer to a key a one-statement write found taken (asyncpg pool or connection);
+        None when the key is gone (pruned meanwhile)."""
+        row = await connection.fetchrow(
+            "SELECT fingerprint, response FROM idempotency_keys WHERE scope = $1 AND request_id = $2",
+            scope,
+            request_id,
+        )
+        if row is None:
+            return None
+        return _answer(row, fingerprint(request, secret_fields), response_type)
+
+
+def _answer(earlier: Any, request_print: str, response_type: type[R]) -> R:
+    if earlier["fingerprint"] != request_print:
+        raise InvalidArgument("request_id", "was already used for a different request")
+    return response_type.FromString(earlier["response"])

@@ -54,6 +54,7 @@ from clinic_platform import events
 from clinic_platform.context import current_request_id
 from clinic_platform.db import Database
 from clinic_platform.kafka import DELIVERY_TIMEOUT_MS, ensure_topics, producer_config
+from clinic_platform.periodic import run_every, sleep_unless_stopped
 from clinic_platform.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class OutboxRelay:
                     failing_since = time.monotonic()
                     log.warning("outbox relay cannot publish yet, retrying", extra={"error": str(exc)})
                 self._broker_checked_at = 0.0  # the broker may come back as a new instance
-                await _sleep_unless(stopping, delay)
+                await sleep_unless_stopped(stopping, delay)
                 delay = min(delay * 2, 5.0)
                 continue
             self.last_error = None
@@ -363,14 +364,22 @@ class OutboxRelay:
             raise BrokerUnavailable(f"broker at {self.bootstrap} does not answer: {exc}") from exc
 
     async def _watch_age(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            try:
-                async with asyncio.timeout(5):
-                    await self._refresh_age()
-            except Exception as exc:  # the database is down: publishing says so; the age grows on
-                log.debug("outbox age check failed", extra={"error": str(exc)})
+        # A failing check (the database is down) is logged at debug: publishing already says so,
+        # and the age keeps growing from the last reading, so the alarm still fires.
+        await run_every(
+            self.age_check_seconds,
+            self._check_age,
+            stopping,
+            failure="outbox age check failed",
+            failure_level=logging.DEBUG,
+        )
+
+    async def _check_age(self) -> None:
+        try:
+            async with asyncio.timeout(5):
+                await self._refresh_age()
+        finally:
             self._alarm_if_stuck()
-            await _sleep_unless(stopping, self.age_check_seconds)
 
     async def _refresh_age(self) -> None:
         """The oldest unsent event's age and the number of parked events, from the database."""
@@ -405,8 +414,3 @@ class OutboxRelay:
             # Let the commits of a busy moment gather, so one batch (and round trip) carries them.
             await asyncio.sleep(self.linger_seconds)
         self._wakeup.clear()
-
-
-async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), timeout=seconds)

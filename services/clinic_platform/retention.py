@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from clinic_platform.db import Database
-from clinic_platform.wakeup import sleep_unless_stopped
+from clinic_platform.periodic import run_every
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,4 @@ class Retention:
         return removed
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            try:
-                await self.prune_once()
-            except Exception as exc:  # the database may be down: the next round tries again
-                log.warning("pruning failed", extra={"error": repr(exc)})
-            await sleep_unless_stopped(stopping, self.every.total_seconds())
+        await run_every(self.every.total_seconds(), self.prune_once, stopping, failure="pruning failed")

@@ -37,15 +37,14 @@ from clinic_platform import events
 from clinic_platform.auth import (
     Authenticator,
     KeySource,
-    RemoteJwks,
     SessionCheck,
     TokenVerifier,
-    fetch_jwks,
     role_gate,
 )
 from clinic_platform.consumer import EventConsumer, Handler
 from clinic_platform.db import Database
 from clinic_platform.interceptors import PreCall, ServerInterceptor
+from clinic_platform.jwks import RemoteJwks, fetch_jwks
 from clinic_platform.logging import configure_logging
 from clinic_platform.migrations import upgrade_to_head
 from clinic_platform.outbox import OutboxRelay

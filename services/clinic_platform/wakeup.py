@@ -4,7 +4,6 @@ timeout (so a missed ring costs at most one poll) and a stop signal."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 
 class Wakeup:
@@ -27,10 +26,3 @@ class Wakeup:
             for waiter in waiters:
                 waiter.cancel()
         return self._rung.is_set() and not stopping.is_set()
-
-
-async def sleep_unless_stopped(stopping: asyncio.Event, seconds: float) -> None:
-    """Sleep `seconds`, or less when `stopping` is set meanwhile."""
-    if not stopping.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=seconds)
