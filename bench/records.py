@@ -25,7 +25,8 @@ from medical_records.crypto import FieldCipher
 from tests.support.identity import Edge
 from tests.support.records import book, new_doctor, new_patient
 
-FIELDS_PER_CHART = 40 * 1 + 40 * 4 + 40 * 2 + 40 * 5 + 40 * 1  # encounters, notes, diagnoses, prescriptions, vitals
+# Sealed fields: 40 encounters x 1, notes x 4, diagnoses x 2, prescriptions x 5, vital signs x 1.
+FIELDS_PER_CHART = 40 * 1 + 40 * 4 + 40 * 2 + 40 * 5 + 40 * 1
 
 
 def fill_chart(edge: Edge, stack: Stack) -> tuple[str, str]:
