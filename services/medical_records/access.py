@@ -36,6 +36,7 @@ class Gate:
         self.db = db
         self.zone = ZoneInfo(zone)
         self.care_days = care_days
+        self.batches = audit.Batches(db)
 
     async def relationship(self, tx: store.Tx, me: Caller, patient_id: str, now: datetime) -> Relationship:
         today = now.astimezone(self.zone).date()
@@ -61,8 +62,12 @@ class Gate:
     async def chart(
         self, me: Caller, patient_id: str, action: Action, sections: frozenset, method: str
     ) -> AsyncIterator[tuple[store.Tx, Decision]]:
-        """A transaction on `patient_id`'s chart if `me` may do `action` on `sections`; the access is
-        appended to the log last in that transaction. A refusal is logged on its own and raised."""
+        """A transaction on `patient_id`'s chart if `me` may do `action` on `sections`. A write is
+        appended to the log last in that transaction. A read writes nothing, so what it needs is
+        weaker: its entry is committed before the caller gets any content; it goes through the
+        group-committed `batches` after the (read-only) transaction, so reads of different charts
+        do not queue for the chain head while their content is read. A refusal is logged on its
+        own (also batched) and raised."""
         try:
             async with store.transaction(self.db) as tx:
                 now = datetime.now(UTC)
@@ -72,16 +77,18 @@ class Gate:
                 if not decision.allowed:
                     raise _Denied(decision)
                 yield tx, decision
-                await audit.append(tx, audit.Event.of(decision, patient_id, me, action, method))
+                if action is not Action.READ:
+                    await audit.append(tx, audit.Event.of(decision, patient_id, me, action, method))
+            if action is Action.READ:
+                await self.batches.append(audit.Event.of(decision, patient_id, me, action, method))
         except _Denied as denied:
-            await audit.record(self.db, audit.Event.of(denied.decision, patient_id, me, action, method))
+            await self.batches.append(audit.Event.of(denied.decision, patient_id, me, action, method))
             domain.refuse(denied.decision, patient_id)
         except DataLoss:
-            await audit.record(
-                self.db,
+            await self.batches.append(
                 audit.Event(
                     patient_id, me, action, method, "INTEGRITY_ERROR", reason="integrity check failed"
-                ),
+                )
             )
             raise
 

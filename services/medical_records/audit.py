@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import sys
 import uuid
 from dataclasses import dataclass
@@ -22,12 +23,13 @@ from datetime import UTC, datetime
 from clinic_platform.auth import Caller, Role
 from clinic_platform.context import current_request_id
 from clinic_platform.db import Database
-from clinic_platform.errors import PermissionDenied
+from clinic_platform.errors import PermissionDenied, Unavailable
 from medical_records import store
 from medical_records.domain import Action, Basis, Decision, LogEntry
 from medical_records.store import audit as sql
 
 GENESIS = bytes(32)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,45 @@ async def record(db: Database, event: Event) -> None:
     """Append on its own (a denial, an integrity failure: nothing else is written)."""
     async with store.transaction(db) as tx:
         await append(tx, event)
+
+
+class Batches:
+    """Entries that record nothing else written (reads, denials), appended together: concurrent
+    callers' entries share one transaction, one turn at the chain head and one commit (group
+    commit). `await batches.append(event)` returns once the entry is committed, and raises
+    Unavailable if it could not be, so content is never answered without its read logged."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.waiting: list[tuple[Event, datetime, asyncio.Future]] = []
+        self.writer: asyncio.Task | None = None
+
+    async def append(self, event: Event) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self.waiting.append((event, datetime.now(UTC), done))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._write())
+        await done
+
+    async def _write(self) -> None:
+        while self.waiting:
+            batch, self.waiting = self.waiting, []
+            try:
+                async with store.transaction(self.db) as tx:
+                    for event, now, _ in batch:
+                        await append(tx, event, now)
+            except Exception:
+                log.exception("access log batch of %d entries failed", len(batch))
+                failed = True
+            else:
+                failed = False
+            for _, _, done in batch:
+                if done.done():  # its caller went away
+                    continue
+                if failed:
+                    done.set_exception(Unavailable("the access log cannot be written right now"))
+                else:
+                    done.set_result(None)
 
 
 def to_entry(row) -> LogEntry:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
 from clinic.medical_records.v1 import events_pb2
@@ -22,6 +22,8 @@ from medical_records.domain import ALL_SECTIONS, Action, Section
 from medical_records.store import chart as sql
 
 S = Section
+# Listed sections of a chart, in the order GetChart has always named truncated ones.
+SECTIONS = (S.ENCOUNTERS, S.NOTES, S.DIAGNOSES, S.PRESCRIPTIONS, S.VITAL_SIGNS)
 
 
 def _id(value) -> str | None:
@@ -62,36 +64,27 @@ class Charts:
     # -- reading ------------------------------------------------------------------------------
     async def chart(self, me: Caller, patient_id: str, limit: int, method: str = "GetChart") -> domain.Chart:
         sections = domain.NURSE_READS if me.role is Role.NURSE else ALL_SECTIONS
+        # Opened inside the gate: a ciphertext failing its check is logged as an integrity error.
         async with self.gate.chart(me, patient_id, Action.READ, sections, method) as (tx, _):
-            cipher = await self._cipher(tx, patient_id, create=False)
-            if cipher is None:
+            found = await sql.whole_chart(
+                tx.conn, uuid.UUID(patient_id), limit + 1, sections, all_diagnoses=method == "ExportChart"
+            )
+            key = found["data_key"]
+            if key is None:
                 return domain.Chart(patient_id, None)
-            pid = uuid.UUID(patient_id)
-            found, truncated = {}, []
-            diagnoses = "diagnoses" if method == "ExportChart" else "active_diagnoses"
-            for section, query in [
-                (S.ENCOUNTERS, "encounters"),
-                (S.NOTES, "notes"),
-                (S.DIAGNOSES, diagnoses),
-                (S.PRESCRIPTIONS, "prescriptions"),
-                (S.VITAL_SIGNS, "vital_signs"),
-            ]:
-                if section not in sections:
-                    continue
-                rows = await sql.newest(tx.conn, query, pid, None, limit + 1)
-                if len(rows) > limit:
-                    truncated.append(str(section))
-                found[section] = rows[:limit]
-            version = await sql.latest_version(tx.conn, pid)
+            cipher = self.keys.cipher(patient_id, WrappedKey(key["kek_id"], bytes(key["wrapped_key"])))
+            truncated = [str(section) for section in SECTIONS if len(found[section]) > limit]
+            rows = {section: found[section][:limit] for section in SECTIONS}
+            version = found["version"]
             opened = self._version(cipher, patient_id, version, sections) if version else None
             chart = domain.Chart(
                 patient_id,
                 opened,
-                encounters=[self._encounter(cipher, r) for r in found.get(S.ENCOUNTERS, [])],
-                notes=[self._note(cipher, r) for r in found.get(S.NOTES, [])],
-                diagnoses=[self._diagnosis(cipher, r) for r in found.get(S.DIAGNOSES, [])],
-                prescriptions=[self._prescription(cipher, r) for r in found.get(S.PRESCRIPTIONS, [])],
-                vital_signs=[self._vitals(cipher, r) for r in found.get(S.VITAL_SIGNS, [])],
+                encounters=[self._encounter(cipher, r) for r in rows[S.ENCOUNTERS]],
+                notes=[self._note(cipher, r) for r in rows[S.NOTES]],
+                diagnoses=[self._diagnosis(cipher, r) for r in rows[S.DIAGNOSES]],
+                prescriptions=[self._prescription(cipher, r) for r in rows[S.PRESCRIPTIONS]],
+                vital_signs=[self._vitals(cipher, r) for r in rows[S.VITAL_SIGNS]],
                 truncated=truncated,
             )
         times = [
@@ -99,7 +92,7 @@ class Charts:
         ]
         times += [v.create_time for v in chart.vital_signs] + ([opened.create_time] if opened else [])
         times += [n.update_time for n in chart.notes]
-        return domain.Chart(**{**chart.__dict__, "update_time": max(times) if times else None})
+        return replace(chart, update_time=max(times) if times else None)
 
     async def encounters(self, me: Caller, patient_id: str, after, limit: int) -> list[domain.Encounter]:
         async with self.gate.chart(

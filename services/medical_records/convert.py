@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from functools import cache
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from clinic.medical_records.v1 import resources_pb2 as r
-from clinic_platform.convert import enum_value, timestamp
+from clinic_platform import convert
 from medical_records import domain
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timestamp(moment: datetime | None) -> Timestamp | None:
+    """The kit's conversion without Timestamp.FromDatetime's calendar arithmetic (a chart of 200
+    entries has ~450 times: that was a sixth of the service's CPU per read)."""
+    if moment is None:
+        return None
+    delta = moment - EPOCH
+    return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
+
+
+@cache
+def enum_value(enum_type, name: str) -> int:
+    return convert.enum_value(enum_type, name)
 
 
 def allergy(a: domain.Allergy) -> r.Allergy:

@@ -108,6 +108,74 @@ async def newest(conn, section: str, patient_id, after, limit: int):
     )
 
 
+def _names(columns: str) -> tuple[str, ...]:
+    return tuple(c.split(" AS ")[-1].split(".")[-1].strip() for c in columns.split(","))
+
+
+def _rows(columns: str, query: str) -> str:
+    return f"array(SELECT row({columns.replace(' AS revision_id', '')}) {query})"
+
+
+_LIMIT = " ORDER BY create_time DESC, id DESC LIMIT $2"
+_VERSION = "version, running_notes, allergies, author_id, create_time"
+# The whole chart in one round trip: the data key, the latest version, and each section (rows
+# as anonymous records, newest first, `limit` of them) unless its flag says the caller may not see it.
+CHART = f"""
+SELECT
+    (SELECT row(kek_id, wrapped_key) FROM data_keys WHERE patient_id = $1) AS data_key,
+    (SELECT row({_VERSION}) FROM chart_versions WHERE patient_id = $1 ORDER BY version DESC LIMIT 1)
+        AS version,
+    CASE WHEN $3 THEN {_rows(ENCOUNTER, "FROM encounters WHERE patient_id = $1" + _LIMIT)} END
+        AS encounters,
+    CASE WHEN $4 THEN {
+    _rows(
+        NOTE,
+        "FROM notes n JOIN note_revisions r ON r.note_id = n.id AND r.revision = n.revision"
+        " WHERE n.patient_id = $1 ORDER BY n.create_time DESC, n.id DESC LIMIT $2",
+    )
+} END AS notes,
+    CASE WHEN $5 THEN {
+    _rows(DIAGNOSIS, "FROM diagnoses WHERE patient_id = $1 AND ($6 OR status = 'ACTIVE')" + _LIMIT)
+} END AS diagnoses,
+    CASE WHEN $7 THEN {_rows(PRESCRIPTION, "FROM prescriptions WHERE patient_id = $1" + _LIMIT)} END
+        AS prescriptions,
+    CASE WHEN $8 THEN {_rows(VITALS, "FROM vital_signs WHERE patient_id = $1" + _LIMIT)} END
+        AS vital_signs
+"""
+CHART_NAMES = {
+    "data_key": ("kek_id", "wrapped_key"),
+    "version": _names(_VERSION),
+    "encounters": _names(ENCOUNTER),
+    "notes": _names(NOTE),
+    "diagnoses": _names(DIAGNOSIS),
+    "prescriptions": _names(PRESCRIPTION),
+    "vital_signs": _names(VITALS),
+}
+
+
+async def whole_chart(conn, patient_id, limit: int, sections: set[str], *, all_diagnoses: bool) -> dict:
+    """{part: row or list of rows (dicts)} of the chart; a section not in `sections` is []."""
+    found = await conn.fetchrow(
+        CHART,
+        patient_id,
+        limit,
+        "encounters" in sections,
+        "notes" in sections,
+        "diagnoses" in sections,
+        all_diagnoses,
+        "prescriptions" in sections,
+        "vital_signs" in sections,
+    )
+    chart: dict = {}
+    for part, names in CHART_NAMES.items():
+        value = found[part]
+        if part in ("data_key", "version"):
+            chart[part] = dict(zip(names, value, strict=True)) if value is not None else None
+        else:
+            chart[part] = [dict(zip(names, row, strict=True)) for row in value or ()]
+    return chart
+
+
 async def encounter(conn, patient_id, encounter_id):
     return await conn.fetchrow(
         f"SELECT {ENCOUNTER} FROM encounters WHERE id = $1 AND patient_id = $2", encounter_id, patient_id
