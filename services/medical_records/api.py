@@ -12,11 +12,13 @@ from clinic_platform import auth
 from clinic_platform.auth import Role
 from clinic_platform.convert import enum_name, from_timestamp, mask_paths, parse_enum, parse_uuid
 from clinic_platform.errors import InvalidArgument, NotFound, PermissionDenied
+from clinic_platform.idempotency import IdempotencyKeys
 from clinic_platform.pagination import page_request
 from medical_records import convert, domain, fhir
 from medical_records.access import Grants
 from medical_records.audit import AuditLog
 from medical_records.charts import Charts
+from medical_records.idempotent import Once
 
 
 def _patient(request) -> str:
@@ -48,10 +50,14 @@ def _newest_key(item) -> list:
 
 
 class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
-    def __init__(self, charts: Charts, grants: Grants, log: AuditLog) -> None:
+    def __init__(self, charts: Charts, grants: Grants, log: AuditLog, keys: IdempotencyKeys) -> None:
         self.charts = charts
         self.grants = grants
         self.log = log
+        self.keys = keys
+
+    def _once(self, rpc: str, request, response_type, answer) -> Once:
+        return Once(self.keys, rpc, request, response_type, answer)
 
     # -- the chart ------------------------------------------------------------------------------
     async def GetChart(self, request, context):
@@ -94,14 +100,19 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     # -- encounters and notes -------------------------------------------------------------------
     async def CreateEncounter(self, request, context):
         e = request.encounter
-        encounter = await self.charts.add_encounter(
+        return await self.charts.add_encounter(
             auth.caller(),
             _patient(request),
             _optional_id(e.appointment_id, "encounter.appointment_id"),
             from_timestamp(e.encounter_time, "encounter.encounter_time", required=False),
             e.chief_complaint.strip(),
+            once=self._once(
+                "CreateEncounter",
+                request,
+                pb.CreateEncounterResponse,
+                lambda made: pb.CreateEncounterResponse(encounter=convert.encounter(made)),
+            ),
         )
-        return pb.CreateEncounterResponse(encounter=convert.encounter(encounter))
 
     async def ListEncounters(self, request, context):
         page = page_request(request.page_size, request.page_token, default=50, maximum=200)
@@ -114,10 +125,18 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     async def CreateNote(self, request, context):
         n = request.note
         soap = domain.Soap(n.subjective, n.objective, n.assessment, n.plan)
-        note = await self.charts.add_note(
-            auth.caller(), _patient(request), _optional_id(n.encounter_id, "note.encounter_id"), soap
+        return await self.charts.add_note(
+            auth.caller(),
+            _patient(request),
+            _optional_id(n.encounter_id, "note.encounter_id"),
+            soap,
+            once=self._once(
+                "CreateNote",
+                request,
+                pb.CreateNoteResponse,
+                lambda made: pb.CreateNoteResponse(note=convert.note(made)),
+            ),
         )
-        return pb.CreateNoteResponse(note=convert.note(note))
 
     async def UpdateNote(self, request, context):
         paths = mask_paths(request.update_mask, set(domain.SOAP))
@@ -141,14 +160,19 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     # -- diagnoses, prescriptions, vitals -------------------------------------------------------
     async def CreateDiagnosis(self, request, context):
         d = request.diagnosis
-        diagnosis = await self.charts.add_diagnosis(
+        return await self.charts.add_diagnosis(
             auth.caller(),
             _patient(request),
             _optional_id(d.encounter_id, "diagnosis.encounter_id"),
             d.code,
             d.description,
+            once=self._once(
+                "CreateDiagnosis",
+                request,
+                pb.CreateDiagnosisResponse,
+                lambda made: pb.CreateDiagnosisResponse(diagnosis=convert.diagnosis(made)),
+            ),
         )
-        return pb.CreateDiagnosisResponse(diagnosis=convert.diagnosis(diagnosis))
 
     async def UpdateDiagnosis(self, request, context):
         paths = mask_paths(request.update_mask, {"status", "description"})
@@ -175,14 +199,19 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
         for required in ("drug", "dose", "frequency"):
             if not fields[required]:
                 raise InvalidArgument(f"prescription.{required}", "is required")
-        prescription = await self.charts.add_prescription(
+        return await self.charts.add_prescription(
             auth.caller(),
             _patient(request),
             _optional_id(p.encounter_id, "prescription.encounter_id"),
             fields,
             p.duration_days,
+            once=self._once(
+                "CreatePrescription",
+                request,
+                pb.CreatePrescriptionResponse,
+                lambda made: pb.CreatePrescriptionResponse(prescription=convert.prescription(made)),
+            ),
         )
-        return pb.CreatePrescriptionResponse(prescription=convert.prescription(prescription))
 
     async def UpdatePrescription(self, request, context):
         mask_paths(request.update_mask, {"status"})
@@ -198,14 +227,19 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     async def CreateVitalSigns(self, request, context):
         v = request.vital_signs
         values = {name: getattr(v, name) for name in domain.VITALS if v.HasField(name)}
-        vitals = await self.charts.add_vitals(
+        return await self.charts.add_vitals(
             auth.caller(),
             _patient(request),
             _optional_id(v.encounter_id, "vital_signs.encounter_id"),
             from_timestamp(v.measure_time, "vital_signs.measure_time", required=False),
             values,
+            once=self._once(
+                "CreateVitalSigns",
+                request,
+                pb.CreateVitalSignsResponse,
+                lambda made: pb.CreateVitalSignsResponse(vital_signs=convert.vitals(made)),
+            ),
         )
-        return pb.CreateVitalSignsResponse(vital_signs=convert.vitals(vitals))
 
     # -- access ---------------------------------------------------------------------------------
     async def CreateAccessRequest(self, request, context):

@@ -19,6 +19,8 @@ from medical_records import domain, icd10, store
 from medical_records.access import Gate
 from medical_records.crypto import DataKeyCache, FieldCipher, WrappedKey
 from medical_records.domain import ALL_SECTIONS, Action, Section
+from medical_records.idempotent import Once
+from medical_records.store import access as access_sql
 from medical_records.store import chart as sql
 
 S = Section
@@ -60,6 +62,11 @@ class Charts:
             and await sql.encounter(tx.conn, uuid.UUID(patient_id), uuid.UUID(encounter_id)) is None
         ):
             raise NotFound(f"encounter {encounter_id} not found in this chart")
+
+    async def _check_appointment(self, tx: store.Tx, me: Caller, patient_id: str, appointment_id: str):
+        row = await access_sql.care_appointment(tx.conn, uuid.UUID(appointment_id))
+        found = row and domain.CareAppointment(str(row["patient_id"]), str(row["doctor_id"]), row["status"])
+        domain.check_encounter_appointment(me, patient_id, found or None)
 
     # -- reading ------------------------------------------------------------------------------
     async def chart(self, me: Caller, patient_id: str, limit: int, method: str = "GetChart") -> domain.Chart:
@@ -246,12 +253,14 @@ class Charts:
             await self._updated(tx, me, patient_id, "", now)
         return await self.chart(me, patient_id, 200, "UpdateChart")
 
-    async def add_encounter(
-        self, me, patient_id, appointment_id, encounter_time, complaint
-    ) -> domain.Encounter:
+    async def add_encounter(self, me, patient_id, appointment_id, encounter_time, complaint, *, once: Once):
         async with self.gate.chart(
             me, patient_id, Action.WRITE, frozenset({S.ENCOUNTERS}), "CreateEncounter"
         ) as (tx, _):
+            if (earlier := await once.earlier(tx, me)) is not None:
+                return earlier
+            if appointment_id:
+                await self._check_appointment(tx, me, patient_id, appointment_id)
             cipher = await self._cipher(tx, patient_id, create=True)
             now = datetime.now(UTC)
             eid = uuid.uuid4()
@@ -268,7 +277,7 @@ class Charts:
                 ),
             )
             await self._updated(tx, me, patient_id, str(eid), now)
-            return self._encounter(cipher, row)
+            return await once.done(tx, me, self._encounter(cipher, row))
 
     async def _write_revision(self, tx, cipher, me, patient_id, note_id, *, revision, soap, now) -> None:
         rid = uuid.uuid4()
@@ -277,12 +286,14 @@ class Charts:
             tx.conn, (rid, note_id, uuid.UUID(patient_id), revision, uuid.UUID(me.user_id), *sealed, now)
         )
 
-    async def add_note(self, me, patient_id, encounter_id, soap: domain.Soap) -> domain.Note:
+    async def add_note(self, me, patient_id, encounter_id, soap: domain.Soap, *, once: Once):
         soap.check()
         async with self.gate.chart(me, patient_id, Action.WRITE, frozenset({S.NOTES}), "CreateNote") as (
             tx,
             _,
         ):
+            if (earlier := await once.earlier(tx, me)) is not None:
+                return earlier
             await self._encounter_exists(tx, patient_id, encounter_id)
             cipher = await self._cipher(tx, patient_id, create=True)
             now = datetime.now(UTC)
@@ -297,7 +308,9 @@ class Charts:
             )
             await self._write_revision(tx, cipher, me, patient_id, nid, revision=1, soap=soap, now=now)
             await self._updated(tx, me, patient_id, str(nid), now)
-            return self._note(cipher, await sql.note(tx.conn, uuid.UUID(patient_id), nid))
+            return await once.done(
+                tx, me, self._note(cipher, await sql.note(tx.conn, uuid.UUID(patient_id), nid))
+            )
 
     async def amend_note(self, me, patient_id, note_id, changes: dict[str, str]) -> domain.Note:
         async with self.gate.chart(me, patient_id, Action.WRITE, frozenset({S.NOTES}), "UpdateNote") as (
@@ -318,13 +331,13 @@ class Charts:
             await self._updated(tx, me, patient_id, note_id, now)
             return self._note(cipher, await sql.note(tx.conn, uuid.UUID(patient_id), uuid.UUID(note_id)))
 
-    async def add_diagnosis(
-        self, me, patient_id, encounter_id, code: str, description: str
-    ) -> domain.Diagnosis:
+    async def add_diagnosis(self, me, patient_id, encounter_id, code: str, description: str, *, once: Once):
         code, title = icd10.checked(code)
         async with self.gate.chart(
             me, patient_id, Action.WRITE, frozenset({S.DIAGNOSES}), "CreateDiagnosis"
         ) as (tx, _):
+            if (earlier := await once.earlier(tx, me)) is not None:
+                return earlier
             await self._encounter_exists(tx, patient_id, encounter_id)
             cipher = await self._cipher(tx, patient_id, create=True)
             now = datetime.now(UTC)
@@ -343,7 +356,7 @@ class Charts:
                 ),
             )
             await self._updated(tx, me, patient_id, str(did), now)
-            return self._diagnosis(cipher, row)
+            return await once.done(tx, me, self._diagnosis(cipher, row))
 
     async def change_diagnosis(
         self, me, patient_id, diagnosis_id, status: str | None, description: str | None
@@ -368,11 +381,13 @@ class Charts:
             return self._diagnosis(cipher, row)
 
     async def add_prescription(
-        self, me, patient_id, encounter_id, fields: dict[str, str], duration_days: int
+        self, me, patient_id, encounter_id, fields: dict[str, str], duration_days: int, *, once: Once
     ):
         async with self.gate.chart(
             me, patient_id, Action.WRITE, frozenset({S.PRESCRIPTIONS}), "CreatePrescription"
         ) as (tx, _):
+            if (earlier := await once.earlier(tx, me)) is not None:
+                return earlier
             await self._encounter_exists(tx, patient_id, encounter_id)
             cipher = await self._cipher(tx, patient_id, create=True)
             now = datetime.now(UTC)
@@ -395,7 +410,7 @@ class Charts:
                 ),
             )
             await self._updated(tx, me, patient_id, str(pid), now)
-            return self._prescription(cipher, row)
+            return await once.done(tx, me, self._prescription(cipher, row))
 
     async def change_prescription(self, me, patient_id, prescription_id, status: str):
         async with self.gate.chart(
@@ -413,11 +428,13 @@ class Charts:
             await self._updated(tx, me, patient_id, prescription_id, now)
             return self._prescription(cipher, row)
 
-    async def add_vitals(self, me, patient_id, encounter_id, measure_time, values: dict) -> domain.VitalSigns:
+    async def add_vitals(self, me, patient_id, encounter_id, measure_time, values: dict, *, once: Once):
         domain.check_vitals(values)
         async with self.gate.chart(
             me, patient_id, Action.WRITE, frozenset({S.VITAL_SIGNS}), "CreateVitalSigns"
         ) as (tx, _):
+            if (earlier := await once.earlier(tx, me)) is not None:
+                return earlier
             await self._encounter_exists(tx, patient_id, encounter_id)
             cipher = await self._cipher(tx, patient_id, create=True)
             now = datetime.now(UTC)
@@ -435,4 +452,4 @@ class Charts:
                 ),
             )
             await self._updated(tx, me, patient_id, str(vid), now)
-            return self._vitals(cipher, row)
+            return await once.done(tx, me, self._vitals(cipher, row))

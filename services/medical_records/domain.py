@@ -140,6 +140,29 @@ class ChartVersion:
 
 
 @dataclass(frozen=True)
+class CareAppointment:
+    """An appointment as the records service projects it from appointment events."""
+
+    patient_id: str
+    doctor_id: str
+    status: str
+
+
+def check_encounter_appointment(me: Caller, patient_id: str, appointment: CareAppointment | None) -> None:
+    """An encounter names an appointment of this patient with the doctor writing it, not cancelled.
+    (A colleague covering a visit opens an encounter without appointment_id: whose visit an
+    appointment was stays true in the chart.)"""
+    if appointment is None:
+        raise NotFound("encounter.appointment_id: no such appointment")
+    if appointment.patient_id != patient_id:
+        raise FailedPrecondition("encounter.appointment_id is another patient's appointment")
+    if appointment.doctor_id != me.user_id:
+        raise FailedPrecondition("encounter.appointment_id is an appointment with another doctor")
+    if appointment.status == "CANCELLED":
+        raise FailedPrecondition("encounter.appointment_id is a cancelled appointment")
+
+
+@dataclass(frozen=True)
 class Encounter:
     id: str
     patient_id: str

@@ -6,6 +6,7 @@ from __future__ import annotations
 from clinic.medical_records.v1 import medical_records_service_pb2 as pb
 from clinic.medical_records.v1 import medical_records_service_pb2_grpc as rpc
 from clinic_platform.events import topic_for
+from clinic_platform.idempotency import IdempotencyKeys
 from clinic_platform.outbox import Outbox
 from clinic_platform.server import ServiceApp, run
 from medical_records import store
@@ -34,6 +35,7 @@ def build(settings: Settings) -> ServiceApp:
         Charts(gate, DataKeyCache(ring), outbox),
         Grants(db, outbox, gate, emergency_hours=settings.emergency_access_hours),
         AuditLog(db),
+        IdempotencyKeys(store.metadata),
     )
     app.add_servicer(
         rpc.add_MedicalRecordsServiceServicer_to_server, api, pb.DESCRIPTOR, "MedicalRecordsService"

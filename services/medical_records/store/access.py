@@ -41,6 +41,12 @@ async def relationship(
     return await conn.fetchrow(RELATIONSHIP, patient_id, caller_id, now, care_since, day_start, day_end)
 
 
+async def care_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID):
+    return await conn.fetchrow(
+        "SELECT patient_id, doctor_id, status FROM care_appointments WHERE id = $1", appointment_id
+    )
+
+
 async def user_role(conn: asyncpg.Connection, user_id: uuid.UUID) -> str | None:
     return await conn.fetchval("SELECT role FROM users WHERE id = $1 AND active", user_id)
 
