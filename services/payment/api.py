@@ -12,7 +12,7 @@ from clinic.payment.v1 import payment_service_pb2_grpc as rpc
 from clinic.payment.v1 import resources_pb2
 from clinic_platform import auth
 from clinic_platform.auth import Role
-from clinic_platform.convert import enum_name, mask_paths, parse_enum, parse_uuid, timestamp
+from clinic_platform.convert import enum_name, mask_paths, parse_enum, parse_uuid
 from clinic_platform.db import Database
 from clinic_platform.errors import InvalidArgument, NotFound
 from clinic_platform.money import from_proto
@@ -66,11 +66,7 @@ class PaymentApi(rpc.PaymentServiceServicer):
         row = await store.set_fee(self.db, visit_type, price, now, create=request.allow_missing)
         if row is None:
             raise NotFound(f"no fee for visit type {visit_type!r} (set allow_missing to create it)")
-        return pb.UpdateFeeResponse(
-            fee=resources_pb2.Fee(
-                visit_type=row.visit_type, price=price.to_proto(), update_time=timestamp(row.update_time)
-            )
-        )
+        return pb.UpdateFeeResponse(fee=fee_message(row))
 
     # -- invoices ---------------------------------------------------------------------------------
     async def _readable_invoice(self, me: auth.Caller, invoice_id: uuid.UUID):
@@ -141,7 +137,13 @@ class PaymentApi(rpc.PaymentServiceServicer):
             raise InvalidArgument("payment.provider_token", "is required: the token the provider issued")
         amount = from_proto(wanted.amount, "payment.amount", allow_zero=False)
         payment = await self.payments.create_payment(
-            me, request, invoice_id=invoice_id, amount=amount, method=method, request_id=request_id
+            me,
+            request,
+            invoice_id=invoice_id,
+            amount=amount,
+            method=method,
+            provider_token=wanted.provider_token,
+            request_id=request_id,
         )
         return pb.CreatePaymentResponse(payment=payment_message(payment))
 

@@ -37,10 +37,12 @@ class Payments:
         invoice_id: uuid.UUID,
         amount: Amount,
         method: str,
+        provider_token: str,
         request_id: str,
     ):
-        """The payment of `request` (new, or the one an earlier try of it made), settled if the
-        provider answers; raises Unavailable when it does not (the payment stays PENDING)."""
+        """The payment (new, or the one an earlier try of `request` made), settled if the provider
+        answers; raises Unavailable when it does not (the payment stays PENDING). `request` is
+        what tells a retry from a different request under the same request_id."""
         scope = idempotency.scope("CreatePayment", me.user_id)
         async with self.db.transaction() as session:
             # The invoice's lock orders its payments, so two payments cannot both take its balance.
@@ -60,7 +62,7 @@ class Payments:
                     amount_minor=amount.minor,
                     currency=amount.currency,
                     method=method,
-                    provider_token=request.payment.provider_token,
+                    provider_token=provider_token,
                     status=domain.PENDING,
                     request_id=request_id,
                 )

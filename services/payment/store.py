@@ -191,8 +191,8 @@ async def create_invoice(session: AsyncSession, invoice: dict[str, Any], invoice
     return True
 
 
-async def invoice(source: Database | AsyncSession, invoice_id: uuid.UUID):
-    return await _first(source, select(invoices).where(invoices.c.id == invoice_id))
+async def invoice(db: Database, invoice_id: uuid.UUID):
+    return await _first(db, select(invoices).where(invoices.c.id == invoice_id))
 
 
 async def lock_invoice(session: AsyncSession, invoice_id: uuid.UUID):
