@@ -95,9 +95,9 @@ class Accounts:
 
     async def get(self, me: Caller, user_id: Any) -> Account:
         domain.may_view(me, str(user_id))
-        return await self.read(user_id)
+        return await self.by_id(user_id)
 
-    async def read(self, user_id: Any) -> Account:
+    async def by_id(self, user_id: Any) -> Account:
         """The account, whoever asks (the caller's rights are checked before)."""
         async with self.db.sessions() as session:
             account = await store.user_by_id(session, user_id)

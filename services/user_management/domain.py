@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from importlib import resources
 from typing import Any
@@ -285,7 +285,7 @@ def check_preferences(messages: list[tuple[str, list[str]]], opted_out: list[str
 def profile_changes(current: Profile, wanted: Profile, paths: set[str], role: Role) -> dict[str, Any]:
     """The fields an update changes (with `email_key`): those in `paths` taken from `wanted`,
     checked and normalized; a change of role checks the specialty again."""
-    profile = current
+    profile = replace(current)
     for path in paths & CHANGEABLE:
         setattr(profile, path, getattr(wanted, path))
     if role is not Role.DOCTOR and "specialty" not in paths:

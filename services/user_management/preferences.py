@@ -23,7 +23,7 @@ class NotificationPreferences:
 
     async def get(self, me: Caller, user_id: Any) -> Account:
         domain.may_manage_preferences(me, str(user_id))
-        return await self.accounts.read(user_id)
+        return await self.accounts.by_id(user_id)
 
     async def update(
         self, me: Caller, user_id: Any, read: Callable[[], tuple[set[str], Preferences]]

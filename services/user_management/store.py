@@ -98,7 +98,11 @@ async def user_by_email_key(session: AsyncSession, key: str) -> Account | None:
 
 
 async def count_active_admins(session: AsyncSession, excluding: Any = None) -> int:
-    query = select(func.count()).select_from(users).where(users.c.role == "ADMIN", users.c.status == "ACTIVE")
+    query = (
+        select(func.count())
+        .select_from(users)
+        .where(users.c.role == Role.ADMIN.value, users.c.status == domain.ACTIVE)
+    )
     if excluding is not None:
         query = query.where(users.c.id != excluding)
     return await session.scalar(query)
