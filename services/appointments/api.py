@@ -4,12 +4,13 @@ permissions.py) and the store's queries (store/) called by name, the answer out.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from appointments import domain, events, permissions
+from appointments import availability, domain, events, permissions
 from appointments.calendars import Calendars
-from appointments.domain import Appointment, Busy
+from appointments.days import ClinicDays
+from appointments.domain import Appointment
 from appointments.messages import (
     appointment_message,
     doctor_message,
@@ -28,7 +29,6 @@ from clinic_platform.convert import (
     enum_name,
     from_timestamp,
     mask_paths,
-    parse_day,
     parse_enum,
     parse_uuid,
     timestamp,
@@ -43,31 +43,8 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
         self.calendar = calendar
         self.zone_name = zone
         self.zone = ZoneInfo(zone)
+        self.days = ClinicDays(self.zone)
         self.calendars = Calendars(directory)
-
-    # -- days and times ---------------------------------------------------------------------------
-    def _day(self, value: str, field: str) -> date:
-        if value.strip().lower() == "today":
-            return datetime.now(self.zone).date()
-        return parse_day(value, field)
-
-    def _day_start(self, day: date) -> datetime:
-        return datetime.combine(day, datetime.min.time(), tzinfo=self.zone).astimezone(UTC)
-
-    def _days(self, day: str, start_day: str, end_day: str, *, required: bool) -> list[date] | None:
-        if day and (start_day or end_day):
-            raise InvalidArgument("date", "give either date or start_date and end_date, not both")
-        if day:
-            return [self._day(day, "date")]
-        if start_day or end_day:
-            if not (start_day and end_day):
-                raise InvalidArgument(
-                    "end_date" if start_day else "start_date", "is required with the other end"
-                )
-            return domain.days_between(self._day(start_day, "start_date"), self._day(end_day, "end_date"))
-        if required:
-            raise InvalidArgument("date", "give a date (YYYY-MM-DD or today) or start_date and end_date")
-        return None
 
     # -- doctors and schedules --------------------------------------------------------------------
     async def ListDoctors(self, request, context):
@@ -163,20 +140,16 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
     # -- slots ------------------------------------------------------------------------------------
     async def ListAvailableSlots(self, request, context):
         auth.caller()
-        days = self._days(request.date, request.start_date, request.end_date, required=True)
+        days = self.days.requested(request.date, request.start_date, request.end_date, required=True)
         if request.doctor_id:
             calendars = [await self.calendars.get(parse_uuid(request.doctor_id, "doctor_id"))]
         elif request.specialty:
             calendars = await self.calendars.of_specialty(request.specialty)
         else:
             raise InvalidArgument("doctor_id", "give a doctor_id or a specialty")
-        durations = {}
-        for calendar in calendars:
-            schedule = calendar.schedule
-            if not request.visit_type:
-                durations[calendar.doctor_id] = schedule.slot_minutes
-            elif request.doctor_id or any(v.code == request.visit_type for v in schedule.visit_types):
-                durations[calendar.doctor_id] = schedule.visit_type(request.visit_type).duration_minutes
+        lengths = availability.visit_lengths(
+            calendars, request.visit_type, one_doctor=bool(request.doctor_id)
+        )
         page = page_request(
             request.page_size,
             request.page_token,
@@ -188,30 +161,12 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
             },
             maximum=500,
         )
-        window_start, window_end = self._day_start(days[0]), self._day_start(days[-1] + timedelta(days=1))
-        busy = await self.calendar.busy_intervals(
-            list(durations), window_start, window_end + timedelta(days=1)
+        window_start, window_end = self.days.start(days[0]), self.days.start(days[-1] + timedelta(days=1))
+        busy = await self.calendar.busy_intervals(list(lengths), window_start, window_end + timedelta(days=1))
+        after = (datetime.fromisoformat(page.after[0]), page.after[1]) if page.after else None
+        slots = availability.open_slots(
+            calendars, lengths, busy, days, self.zone, now=datetime.now(UTC), after=after
         )
-        now = datetime.now(UTC)
-        slots = sorted(
-            (
-                slot
-                for calendar in calendars
-                if calendar.doctor_id in durations
-                for slot in domain.free_slots(
-                    calendar.schedule,
-                    days,
-                    self.zone,
-                    Busy(busy[calendar.doctor_id]),
-                    duration_minutes=durations[calendar.doctor_id],
-                    now=now,
-                )
-            ),
-            key=lambda s: (s.start, s.doctor_id),
-        )
-        if page.after:
-            after = (datetime.fromisoformat(page.after[0]), page.after[1])
-            slots = [s for s in slots if (s.start, s.doctor_id) > after]
         slots, token = page.take(slots, lambda s: [s.start.isoformat(), s.doctor_id])
         return pb.ListAvailableSlotsResponse(
             slots=[
@@ -292,7 +247,7 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
         doctor_id = str(parse_uuid(request.doctor_id, "doctor_id")) if request.doctor_id else ""
         patient_id = str(parse_uuid(request.patient_id, "patient_id")) if request.patient_id else ""
         doctor_id, patient_id = permissions.list_scope(me, doctor_id, patient_id)
-        days = self._days(request.date, request.start_date, request.end_date, required=False)
+        days = self.days.requested(request.date, request.start_date, request.end_date, required=False)
         status = (
             parse_enum(resources_pb2.AppointmentStatus, request.status, "status") if request.status else None
         )
@@ -306,8 +261,8 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
         appointments = await self.calendar.list_appointments(
             doctor_id=doctor_id or None,
             patient_id=patient_id or None,
-            start=self._day_start(days[0]) if days else None,
-            end=self._day_start(days[-1] + timedelta(days=1)) if days else None,
+            start=self.days.start(days[0]) if days else None,
+            end=self.days.start(days[-1] + timedelta(days=1)) if days else None,
             status=status,
             after=page.after,
             limit=page.size + 1,
