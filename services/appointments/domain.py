@@ -1,15 +1,15 @@
 """Rules of the calendar: weekly templates, slots in the clinic's time zone (correct across
-daylight-saving changes), what may be booked, state transitions and who may do what.
-No gRPC and no SQL here."""
+daylight-saving changes), what may be booked, the appointment's state transitions, and why a
+write the calendar refused was refused. Who may do what is in permissions.py. No gRPC and no SQL."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from clinic_platform.auth import Caller, Role
-from clinic_platform.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from clinic_platform.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError
 
 CONFIRMED, CANCELLED, COMPLETED, NO_SHOW = "CONFIRMED", "CANCELLED", "COMPLETED", "NO_SHOW"
 MAX_RANGE_DAYS = 31
@@ -46,6 +46,51 @@ class Schedule:
         raise InvalidArgument(
             "appointment.visit_type", f"{code!r} is not offered by this doctor (offered: {offered})"
         )
+
+
+@dataclass(frozen=True)
+class Doctor:
+    id: uuid.UUID
+    display_name: str
+    specialty: str
+
+
+@dataclass(frozen=True)
+class DoctorCalendar:
+    """A doctor's directory entry and weekly template, as booking checks them."""
+
+    doctor_id: uuid.UUID
+    display_name: str
+    specialty: str
+    active: bool
+    schedule: Schedule
+
+
+@dataclass(frozen=True)
+class Appointment:
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    doctor_id: uuid.UUID
+    start_time: datetime
+    end_time: datetime
+    visit_type: str
+    status: str
+    reason: str
+    cancel_reason: str
+    version: int
+    create_time: datetime
+    update_time: datetime
+    changed_by: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class TimeOff:
+    id: uuid.UUID
+    doctor_id: uuid.UUID
+    start_time: datetime
+    end_time: datetime
+    reason: str
+    create_time: datetime
 
 
 @dataclass(frozen=True)
@@ -211,67 +256,71 @@ def check_reschedule(status: str) -> None:
         raise FailedPrecondition(f"the appointment is {status}: only a confirmed appointment can be moved")
 
 
-# -- who may do what ------------------------------------------------------------------------------
-def booking_patient(caller: Caller, requested_patient_id: str) -> str:
-    """Whom the booking is for: a patient books for themself, front desk and admins for anyone."""
-    if caller.role is Role.PATIENT:
-        if requested_patient_id and requested_patient_id != caller.user_id:
-            raise PermissionDenied("a patient may only book for themself")
-        return caller.user_id
-    if caller.role in (Role.RECEPTIONIST, Role.ADMIN):
-        if not requested_patient_id:
-            raise InvalidArgument("appointment.patient_id", "is required when staff book for a patient")
-        return requested_patient_id
-    raise PermissionDenied(f"a {caller.role.lower()} cannot book appointments")
+def moved(appointment: Appointment, start: datetime, end: datetime, *, by: str, now: datetime) -> Appointment:
+    check_reschedule(appointment.status)
+    return replace(
+        appointment,
+        start_time=start,
+        end_time=end,
+        version=appointment.version + 1,
+        update_time=now,
+        changed_by=uuid.UUID(by),
+    )
 
 
-def may_see(caller: Caller, patient_id: str, doctor_id: str, appointment_id: str) -> None:
-    if caller.role in (Role.NURSE, Role.RECEPTIONIST, Role.ADMIN):
-        return
-    if caller.user_id in (patient_id, doctor_id):
-        return
-    raise NotFound(f"appointment {appointment_id} not found")
+def with_status(
+    appointment: Appointment, status: str, *, by: str, now: datetime, reason: str = ""
+) -> Appointment:
+    """The appointment once cancelled, completed or marked a no-show (the caller checked the move)."""
+    return replace(
+        appointment,
+        status=status,
+        cancel_reason=reason,
+        version=appointment.version + 1,
+        update_time=now,
+        changed_by=uuid.UUID(by),
+    )
 
 
-def may_cancel_or_move(
-    caller: Caller, patient_id: str, doctor_id: str, appointment_id: str, *, move: bool
-) -> None:
-    may_see(caller, patient_id, doctor_id, appointment_id)
-    if caller.role in (Role.NURSE, Role.RECEPTIONIST, Role.ADMIN) or caller.user_id == patient_id:
-        return
-    if caller.user_id == doctor_id and not move:
-        return
-    raise PermissionDenied("you may not " + ("move" if move else "cancel") + " this appointment")
+def check_reason(text: str, field: str) -> None:
+    """A reason for a visit or a cancellation."""
+    if len(text) > MAX_REASON:
+        raise InvalidArgument(field, f"must have at most {MAX_REASON} characters")
 
 
-def may_set_status(caller: Caller, target: str, doctor_id: str) -> None:
-    if target == COMPLETED and caller.user_id != doctor_id:
-        raise PermissionDenied("only the appointment's doctor may complete it")
-    if (
-        target == NO_SHOW
-        and caller.user_id != doctor_id
-        and caller.role not in (Role.NURSE, Role.RECEPTIONIST, Role.ADMIN)
-    ):
-        raise PermissionDenied("only the doctor or staff may record a no-show")
+# -- time off -------------------------------------------------------------------------------------
+def check_time_off(start: datetime, end: datetime) -> None:
+    if end <= start:
+        raise InvalidArgument("time_off.end_time", "must be after start_time")
 
 
-def may_manage_calendar(caller: Caller, doctor_id: str) -> None:
-    """Schedules and time off: the doctor themself or an admin."""
-    if caller.role is Role.ADMIN or (caller.role is Role.DOCTOR and caller.user_id == doctor_id):
-        return
-    raise PermissionDenied("only the doctor themself or an admin may change this calendar")
+def time_off_reason(text: str) -> str:
+    return text.strip()[:MAX_REASON]
 
 
-def list_scope(caller: Caller, doctor_id: str, patient_id: str) -> tuple[str, str]:
-    """The (doctor_id, patient_id) filter a caller may use: patients and doctors see their own only."""
-    if caller.role is Role.PATIENT:
-        if patient_id and patient_id != caller.user_id:
-            raise PermissionDenied("a patient may only list their own appointments")
-        return doctor_id, caller.user_id
-    if caller.role is Role.DOCTOR:
-        if doctor_id and doctor_id != caller.user_id:
-            raise PermissionDenied("a doctor may only list their own schedule")
-        return caller.user_id, patient_id
-    if caller.role is Role.ANALYST:
-        raise PermissionDenied("analysts read reports, not appointments")
-    return doctor_id, patient_id
+# -- overlaps -------------------------------------------------------------------------------------
+class Overlap(Exception):
+    """The calendar refused a write whose period overlaps: another appointment of the patient
+    (`patient`), or else the doctor's confirmed visits or time off. The database decides this."""
+
+    def __init__(self, *, patient: bool) -> None:
+        super().__init__("the patient's calendar" if patient else "the doctor's calendar")
+        self.patient = patient
+
+
+def booking_refused(overlap: Overlap, doctor_has_visit: bool) -> ServiceError:
+    """The error for a booking or move the calendar refused: the slot is taken or the doctor away."""
+    if overlap.patient:
+        return AlreadyExists("the patient already has an appointment at that time")
+    if doctor_has_visit:
+        return AlreadyExists("time slot already booked")
+    return FailedPrecondition("start_time: the doctor is away then (time off)")
+
+
+def time_off_refused(visits: int) -> FailedPrecondition:
+    """The error for time off the calendar refused, given the confirmed visits in its period."""
+    if visits:
+        return FailedPrecondition(
+            f"{visits} confirmed appointment(s) in this period; cancel or move them first"
+        )
+    return FailedPrecondition("this period overlaps time off that is already entered")

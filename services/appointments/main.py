@@ -1,11 +1,13 @@
-"""Composition root of the appointments service: settings -> database, user-event projection ->
-servicer -> server."""
+"""Composition root of the appointments service: settings -> database and stores, user-event
+projection -> servicer -> server."""
 
 from __future__ import annotations
 
 from appointments import store
 from appointments.api import AppointmentsApi
 from appointments.consumers import HANDLERS
+from appointments.store.calendar import CalendarStore
+from appointments.store.directory import DirectoryStore
 from clinic.appointments.v1 import appointments_service_pb2 as pb
 from clinic.appointments.v1 import appointments_service_pb2_grpc as rpc
 from clinic_platform.events import topic_for
@@ -23,7 +25,8 @@ def build(settings: Settings) -> ServiceApp:
     db = app.use_database(store.metadata)
     app.authenticate()
     app.add_consumer([topic_for("user_management")], HANDLERS)
-    api = AppointmentsApi(db, Outbox(store.metadata, settings.topic), settings.clinic_time_zone)
+    calendar = CalendarStore(db, Outbox(store.metadata, settings.topic))
+    api = AppointmentsApi(DirectoryStore(db), calendar, settings.clinic_time_zone)
     app.add_servicer(rpc.add_AppointmentsServiceServicer_to_server, api, pb.DESCRIPTOR, "AppointmentsService")
     return app
 

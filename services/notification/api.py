@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select, tuple_, update
-
 from clinic.notification.v1 import notification_service_pb2 as pb
 from clinic.notification.v1 import notification_service_pb2_grpc as rpc
 from clinic.notification.v1 import resources_pb2
@@ -13,8 +11,8 @@ from clinic_platform import auth
 from clinic_platform.auth import Role
 from clinic_platform.convert import enum_value, mask_paths, parse_enum, parse_uuid, timestamp
 from clinic_platform.db import Database
-from clinic_platform.errors import NotFound, PermissionDenied
-from clinic_platform.pagination import newest_first, newest_first_key, page_request
+from clinic_platform.errors import NotFound
+from clinic_platform.pagination import newest_first_key, page_request
 from notification import domain, store
 
 MAX_PAGE = 200
@@ -71,18 +69,11 @@ class NotificationApi(rpc.NotificationServiceServicer):
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def _rows(self, query) -> list:
-        async with self.db.engine.connect() as conn:
-            return list((await conn.execute(query)).all())
-
     # -- the delivery log ---------------------------------------------------------------------------
     async def ListNotifications(self, request, context):
         me = auth.caller()
         recipient = str(parse_uuid(request.recipient_id, "recipient_id")) if request.recipient_id else ""
-        if not me.has_role(Role.ADMIN):
-            if recipient and recipient != me.user_id:
-                raise PermissionDenied("only admins list other people's notifications")
-            recipient = me.user_id
+        recipient = domain.listed_recipient(recipient, me.user_id, admin=me.has_role(Role.ADMIN))
         filters = {
             "recipient_id": recipient or None,
             "channel": _filter(resources_pb2.Channel, request.channel, "channel"),
@@ -90,9 +81,8 @@ class NotificationApi(rpc.NotificationServiceServicer):
             "event_type": _filter(resources_pb2.EventType, request.event_type, "event_type"),
         }
         page = page_request(request.page_size, request.page_token, filters, maximum=MAX_PAGE)
-        table = store.deliveries
-        conditions = [table.c[name] == value for name, value in filters.items() if value]
-        rows, token = page.take(await self._rows(newest_first(table, page, *conditions)), newest_first_key)
+        rows = await store.list_notifications(self.db, page, filters)
+        rows, token = page.take(rows, newest_first_key)
         return pb.ListNotificationsResponse(
             notifications=[notification_message(r) for r in rows], next_page_token=token
         )
@@ -100,10 +90,12 @@ class NotificationApi(rpc.NotificationServiceServicer):
     async def GetNotification(self, request, context):
         me = auth.caller()
         notification_id = parse_uuid(request.notification_id, "notification_id")
-        found = await self._rows(select(store.deliveries).where(store.deliveries.c.id == notification_id))
-        if not found or (str(found[0].recipient_id) != me.user_id and not me.has_role(Role.ADMIN)):
+        found = await store.get_notification(self.db, notification_id)
+        if found is None or not domain.may_read_notification(
+            str(found.recipient_id), me.user_id, admin=me.has_role(Role.ADMIN)
+        ):
             raise NotFound(f"notification {notification_id} not found")
-        return pb.GetNotificationResponse(notification=notification_message(found[0]))
+        return pb.GetNotificationResponse(notification=notification_message(found))
 
     # -- templates ----------------------------------------------------------------------------------
     async def ListTemplates(self, request, context):
@@ -113,22 +105,17 @@ class NotificationApi(rpc.NotificationServiceServicer):
             "channel": _filter(resources_pb2.Channel, request.channel, "channel"),
         }
         page = page_request(request.page_size, request.page_token, filters, maximum=MAX_PAGE)
-        table = store.templates
-        key = tuple_(table.c.event_type, table.c.channel)
-        query = select(table).where(*(table.c[k] == v for k, v in filters.items() if v))
-        if page.after:
-            query = query.where(key > tuple_(*page.after))
-        rows = await self._rows(query.order_by(table.c.event_type, table.c.channel).limit(page.size + 1))
+        rows = await store.list_templates(self.db, page, filters)
         rows, token = page.take(rows, lambda r: [r.event_type, r.channel])
         return pb.ListTemplatesResponse(templates=[template_message(r) for r in rows], next_page_token=token)
 
     async def _template(self, template_id: str):
         auth.require_role(Role.ADMIN)
         wanted = parse_uuid(template_id, "template_id")
-        found = await self._rows(select(store.templates).where(store.templates.c.id == wanted))
-        if not found:
+        found = await store.get_template(self.db, wanted)
+        if found is None:
             raise NotFound(f"template {wanted} not found")
-        return found[0]
+        return found
 
     async def GetTemplate(self, request, context):
         return pb.GetTemplateResponse(template=template_message(await self._template(request.template_id)))
@@ -139,25 +126,14 @@ class NotificationApi(rpc.NotificationServiceServicer):
         changes = {path: getattr(request.template, path) for path in paths}
         subject, body = changes.get("subject", row.subject), changes.get("body", row.body)
         domain.check_template(row.channel, subject, body)
-        async with self.db.transaction() as session:
-            updated = (
-                await session.execute(
-                    update(store.templates)
-                    .where(store.templates.c.id == row.id)
-                    .values(**changes, update_time=datetime.now(UTC))
-                    .returning(store.templates)
-                )
-            ).one()
+        updated = await store.update_template(self.db, row.id, changes, datetime.now(UTC))
         return pb.UpdateTemplateResponse(template=template_message(updated))
 
     # -- reminders ----------------------------------------------------------------------------------
     async def ListReminders(self, request, context):
         me = auth.require_role(Role.PATIENT, Role.RECEPTIONIST, Role.ADMIN)
         patient = str(parse_uuid(request.patient_id, "patient_id")) if request.patient_id else None
-        if me.has_role(Role.PATIENT):
-            if patient and patient != me.user_id:
-                raise PermissionDenied("a patient sees only their own reminders")
-            patient = me.user_id
+        patient = domain.listed_patient(patient, me.user_id, patient=me.has_role(Role.PATIENT))
         appointment = request.appointment_id
         filters = {
             "patient_id": patient,
@@ -165,11 +141,6 @@ class NotificationApi(rpc.NotificationServiceServicer):
             "status": _filter(resources_pb2.ReminderStatus, request.status, "status"),
         }
         page = page_request(request.page_size, request.page_token, filters, maximum=MAX_PAGE)
-        table = store.reminders
-        query = select(table).where(*(table.c[k] == v for k, v in filters.items() if v))
-        if page.after:
-            after = (datetime.fromisoformat(page.after[0]), page.after[1])
-            query = query.where(tuple_(table.c.send_time, table.c.id) > tuple_(*after))
-        rows = await self._rows(query.order_by(table.c.send_time, table.c.id).limit(page.size + 1))
+        rows = await store.list_reminders(self.db, page, filters)
         rows, token = page.take(rows, lambda r: [r.send_time.isoformat(), r.id])
         return pb.ListRemindersResponse(reminders=[reminder_message(r) for r in rows], next_page_token=token)

@@ -1,17 +1,21 @@
 """Rules of notifications: which kind of message each event is, which channels a person gets,
-how often to retry, and the templates. No gRPC and no SQL here."""
+who sees which messages, how often to retry, how long a claim lasts, and the templates. No gRPC
+and no SQL here."""
 
 from __future__ import annotations
 
 import functools
+import math
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from clinic_platform.errors import InvalidArgument
+from clinic_platform.errors import InvalidArgument, PermissionDenied
 
 EMAIL, SMS, PUSH = "EMAIL", "SMS", "PUSH"
 
@@ -43,6 +47,55 @@ def channels_for(event_type: str, preferences: dict, *, has_phone: bool) -> list
     if event_type in ALWAYS_EMAILED and EMAIL not in channels:
         channels.insert(0, EMAIL)
     return channels
+
+
+@dataclass(frozen=True)
+class NotifierSettings:
+    clinic_name: str
+    zone: str
+    reminder_lead: timedelta
+    max_attempts: int = 8
+    retry_base_seconds: float = 2.0
+    poll_seconds: float = 0.5
+    batch_size: int = 50
+    concurrency: int = 16
+    # The most one send may take on any channel; a slower one is cut off as a temporary failure.
+    send_timeout_seconds: float = 10.0
+    # On top of the sends: time to record their results.
+    lease_margin_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.concurrency < 1 or self.send_timeout_seconds <= 0:
+            raise ValueError("batch_size, concurrency and send_timeout_seconds must be positive")
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim lasts: a batch whose every send takes the full timeout, `concurrency`
+        at a time, still ends inside it (50 / 16 at 10 s: 4 rounds, 45 s with the margin)."""
+        rounds = math.ceil(self.batch_size / self.concurrency)
+        return rounds * self.send_timeout_seconds + self.lease_margin_seconds
+
+
+def listed_recipient(requested: str, caller_id: str, *, admin: bool) -> str:
+    """Whose notifications a list shows: an admin's choice (empty: everyone's), else the caller's."""
+    if admin:
+        return requested
+    if requested and requested != caller_id:
+        raise PermissionDenied("only admins list other people's notifications")
+    return caller_id
+
+
+def may_read_notification(recipient_id: str, caller_id: str, *, admin: bool) -> bool:
+    return recipient_id == caller_id or admin
+
+
+def listed_patient(requested: str | None, caller_id: str, *, patient: bool) -> str | None:
+    """Whose reminders a list shows: a patient's own; staff choose (None: everyone's)."""
+    if not patient:
+        return requested
+    if requested and requested != caller_id:
+        raise PermissionDenied("a patient sees only their own reminders")
+    return caller_id
 
 
 def retry_delay(attempts: int, base_seconds: float) -> timedelta:
@@ -133,6 +186,13 @@ _text = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
 def default_template(event_type: str, channel: str) -> tuple[str, str]:
     subject, body, short = DEFAULTS[event_type]
     return (subject, body) if channel == EMAIL else ("", short)
+
+
+def default_templates() -> Iterator[tuple[str, str, str, str]]:
+    """(event type, channel, subject, body): every message on every channel has a template."""
+    for event_type in DEFAULTS:
+        for channel in (EMAIL, SMS, PUSH):
+            yield event_type, channel, *default_template(event_type, channel)
 
 
 def check_template(channel: str, subject: str, body: str) -> None:

@@ -3,14 +3,10 @@ every topic a person hears about, the dispatcher -> servicer -> server."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
-
-from sqlalchemy.dialects.postgresql import insert
 
 from clinic.notification.v1 import notification_service_pb2 as pb
 from clinic.notification.v1 import notification_service_pb2_grpc as rpc
-from clinic_platform.db import Database
 from clinic_platform.events import topic_for
 from clinic_platform.outbox import Outbox
 from clinic_platform.server import ServiceApp, run
@@ -18,7 +14,9 @@ from clinic_platform.settings import ServiceSettings
 from notification import domain, store
 from notification.api import NotificationApi
 from notification.channels import Email, provider_channels
-from notification.notifier import Notifier, NotifierSettings, handlers
+from notification.consumers import Consumers
+from notification.dispatcher import Notifier
+from notification.domain import NotifierSettings
 
 SOURCES = ["user_management", "appointments", "payment", "insurance", "medical_records"]
 
@@ -47,20 +45,6 @@ class Settings(ServiceSettings):
     notification_body_retention_days: float = 30.0
 
 
-async def seed_templates(db: Database) -> None:
-    """Every (event type, channel) has a template row an admin can edit; existing ones stay."""
-    rows = []
-    for event_type in domain.DEFAULTS:
-        for channel in (domain.EMAIL, domain.SMS, domain.PUSH):
-            subject, body = domain.default_template(event_type, channel)
-            rows.append(
-                {"id": uuid.uuid4(), "event_type": event_type, "channel": channel, "subject": subject}
-                | {"body": body}
-            )
-    async with db.transaction() as session:
-        await session.execute(insert(store.templates).values(rows).on_conflict_do_nothing())
-
-
 def build(settings: Settings) -> ServiceApp:
     app = ServiceApp(settings)
     db = app.use_database(store.metadata)
@@ -83,26 +67,27 @@ def build(settings: Settings) -> ServiceApp:
         email.close()
 
     app.on_shutdown(close_email)
+    notifier_settings = NotifierSettings(
+        clinic_name=settings.clinic_name,
+        zone=settings.clinic_time_zone,
+        reminder_lead=timedelta(hours=settings.reminder_lead_hours),
+        max_attempts=settings.notification_max_attempts,
+        retry_base_seconds=settings.notification_retry_base_seconds,
+        # A whole send gets as long as the slower channel's client waits for one step.
+        send_timeout_seconds=max(settings.smtp_timeout_seconds, settings.messaging_provider_timeout_seconds),
+    )
     notifier = Notifier(
         db,
         Outbox(store.metadata, settings.topic),
         {domain.EMAIL: email, **providers},
-        NotifierSettings(
-            clinic_name=settings.clinic_name,
-            zone=settings.clinic_time_zone,
-            reminder_lead=timedelta(hours=settings.reminder_lead_hours),
-            max_attempts=settings.notification_max_attempts,
-            retry_base_seconds=settings.notification_retry_base_seconds,
-            # A whole send gets as long as the slower channel's client waits for one step.
-            send_timeout_seconds=max(
-                settings.smtp_timeout_seconds, settings.messaging_provider_timeout_seconds
-            ),
-        ),
+        notifier_settings,
         bootstrap=settings.kafka_bootstrap,
         one_record_per_batch=settings.kafka_one_record_per_batch,
     )
-    app.on_start.append(lambda: seed_templates(db))
-    app.add_consumer([topic_for(source) for source in SOURCES], handlers(notifier))
+    # Every (event type, channel) has a template row an admin can edit; existing ones stay.
+    app.on_start.append(lambda: store.seed_templates(db, domain.default_templates()))
+    consumers = Consumers(notifier_settings, wake=notifier.wake)
+    app.add_consumer([topic_for(source) for source in SOURCES], consumers.handlers())
     app.background.append(notifier.run)
     app.retention.add(
         "notification_bodies",

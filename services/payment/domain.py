@@ -13,6 +13,8 @@ from clinic_platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from clinic_platform.money import Amount
 
 PENDING, DUE, PAID, VOIDED = "PENDING", "DUE", "PAID", "VOIDED"
+# A payment or refund waits for the provider's answer (PENDING) until it SUCCEEDED or FAILED.
+SUCCEEDED, FAILED = "SUCCEEDED", "FAILED"
 # What the appointment's events said last.
 BOOKED, COMPLETED, NO_SHOW, CANCELLED = "BOOKED", "COMPLETED", "NO_SHOW", "CANCELLED"
 MAX_LINES = 50
@@ -38,6 +40,22 @@ class Line:
 
 def balance_due(total: Amount, insurance: Amount, paid: Amount) -> Amount:
     return total - insurance - paid
+
+
+def amounts(invoice) -> tuple[Amount, Amount, Amount]:
+    """An invoice's total, insurance share and paid amount."""
+    return (
+        Amount(invoice.total_minor, invoice.currency),
+        Amount(invoice.insurance_minor, invoice.currency),
+        Amount(invoice.paid_minor, invoice.currency),
+    )
+
+
+def found(row, what: str, resource_id: object):
+    """`row`, or NOT_FOUND for the caller when there is none."""
+    if row is None:
+        raise NotFound(f"{what} {resource_id} not found")
+    return row
 
 
 def invoice_status(appointment_state: str, total: Amount, insurance: Amount, paid: Amount) -> str:
@@ -76,26 +94,46 @@ def check_lines(lines: list[Line], currency: str) -> Amount:
     return total
 
 
-def check_adjustable(status: str, new_total: Amount, insurance: Amount, paid: Amount) -> None:
-    if status in (PAID, VOIDED):
-        raise FailedPrecondition(f"the invoice is {status}: a paid or voided invoice cannot be adjusted")
-    if new_total < insurance + paid:
+def check_adjustable(invoice, new_total: Amount, pending_minor: int) -> None:
+    """New lines may not bring the total below what was paid, counting payments still waiting for
+    the provider as paid: they may yet succeed."""
+    if invoice.status in (PAID, VOIDED):
         raise FailedPrecondition(
-            f"the new total {new_total} is below what was already paid or is being paid ({insurance + paid})"
+            f"the invoice is {invoice.status}: a paid or voided invoice cannot be adjusted"
+        )
+    _, insurance, paid = amounts(invoice)
+    covered = insurance + paid + Amount(pending_minor, invoice.currency)
+    if new_total < covered:
+        raise FailedPrecondition(
+            f"the new total {new_total} is below what was already paid or is being paid ({covered})"
         )
 
 
-def check_payable(status: str, amount: Amount, available: Amount) -> None:
-    if status in (PAID, VOIDED):
-        raise FailedPrecondition(f"the invoice is {status}: nothing is left to pay")
+def check_payable(invoice, amount: Amount, pending_minor: int) -> None:
+    """A new payment may cover what is due, less what payments still waiting for the provider
+    may yet pay."""
+    if invoice.status in (PAID, VOIDED):
+        raise FailedPrecondition(f"the invoice is {invoice.status}: nothing is left to pay")
+    available = balance_due(*amounts(invoice)) - Amount(pending_minor, invoice.currency)
     if amount.currency != available.currency:
         raise InvalidArgument("payment.amount", f"must be in the invoice's currency, {available.currency}")
     if amount > available:
         raise FailedPrecondition(f"the amount {amount} is more than the balance due ({available})")
 
 
+def refund_amount(payment, requested: Amount | None, pending_minor: int) -> Amount:
+    """What a new refund of `payment` gives back: `requested`, or all that is left when None.
+    Refunds still waiting for the provider count as given back."""
+    left = Amount(payment.amount_minor - payment.refunded_minor - pending_minor, payment.currency)
+    amount = left if requested is None else requested
+    check_refundable(payment.status, amount, left)
+    if amount.minor <= 0:
+        raise FailedPrecondition("nothing is left to refund on this payment")
+    return amount
+
+
 def check_refundable(payment_status: str, amount: Amount, refundable: Amount) -> None:
-    if payment_status != "SUCCEEDED":
+    if payment_status != SUCCEEDED:
         raise FailedPrecondition(f"the payment is {payment_status}: only a succeeded payment can be refunded")
     if amount.currency != refundable.currency:
         raise InvalidArgument("refund.amount", f"must be in the payment's currency, {refundable.currency}")

@@ -1,5 +1,5 @@
-"""Composition root of the payment service: settings -> database, provider adapters, appointment
-event consumer, reconciler -> servicer -> server."""
+"""Composition root of the payment service: settings -> database, provider adapters, invoices,
+settlement (and its reconciler), appointment-event consumer -> servicer -> server."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from clinic_platform.server import ServiceApp, run
 from clinic_platform.settings import ServiceSettings
 from payment import store
 from payment.api import PaymentApi
-from payment.billing import STATE_OF_EVENT, Billing
+from payment.consumers import AppointmentEvents
+from payment.invoices import Invoices
+from payment.payments import Payments
 from payment.providers import adapters
+from payment.settlement import Settlement
 
 
 class Settings(ServiceSettings):
@@ -35,25 +38,22 @@ def build(settings: Settings) -> ServiceApp:
     app.authenticate()
     http, providers = adapters(settings.payment_provider_url, settings.payment_provider_timeout_seconds)
     app.on_shutdown(http.aclose)
-    billing = Billing(
-        db,
-        Outbox(store.metadata, settings.topic),
-        currency=settings.clinic_currency,
-        zone=settings.clinic_time_zone,
-        providers=providers,
-    )
-    app.add_consumer(
-        [topic_for("appointments")], {event: billing.on_appointment_event for event in STATE_OF_EVENT}
-    )
+    outbox = Outbox(store.metadata, settings.topic)
+    invoices = Invoices(db, outbox, currency=settings.clinic_currency, zone=settings.clinic_time_zone)
+    settlement = Settlement(db, outbox, invoices, providers)
+    app.add_consumer([topic_for("appointments")], AppointmentEvents(invoices).handlers())
     app.background.append(
-        lambda stopping: billing.reconcile(
+        lambda stopping: settlement.reconcile(
             stopping,
             every_seconds=settings.reconcile_every_seconds,
             older_than=timedelta(seconds=settings.reconcile_after_seconds),
         )
     )
     app.add_servicer(
-        rpc.add_PaymentServiceServicer_to_server, PaymentApi(billing), pb.DESCRIPTOR, "PaymentService"
+        rpc.add_PaymentServiceServicer_to_server,
+        PaymentApi(db, invoices, Payments(db, settlement)),
+        pb.DESCRIPTOR,
+        "PaymentService",
     )
     return app
 

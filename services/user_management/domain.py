@@ -1,12 +1,14 @@
-"""Rules of accounts: validation, the password policy, who may see and change what, and the
-default notification preferences. No gRPC and no SQL here."""
+"""Rules of accounts: the account record, validation, the password policy, who may see and
+change what, and the default notification preferences. No gRPC and no SQL here."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from datetime import date
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from importlib import resources
+from typing import Any
 
 from clinic_platform.auth import STAFF, Caller, Role
 from clinic_platform.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -30,6 +32,10 @@ MESSAGE_KINDS = (
 PROFILE_FIELDS = {"given_name", "family_name", "display_name", "email", "phone_number", "birth_date"}
 CONTACT_FIELDS = {"email", "phone_number"}
 ADMIN_FIELDS = PROFILE_FIELDS | {"specialty", "role", "status"}
+CHANGEABLE = PROFILE_FIELDS | {"specialty"}  # what UpdateUser may change besides role and status
+
+ACTIVE, DEACTIVATED = "ACTIVE", "DEACTIVATED"
+EMAIL_TAKEN = "an account with this email address already exists"
 
 
 def _common_passwords() -> frozenset[str]:
@@ -60,8 +66,12 @@ class Preferences:
     messages: dict[str, list[str]] = field(default_factory=dict)
     opted_out_channels: list[str] = field(default_factory=list)
 
+    def chosen(self, kind: str, has_phone: bool) -> list[str]:
+        """The channels listed for a kind, before opt-outs (what the user sees and edits)."""
+        return self.messages.get(kind, ["EMAIL", "SMS"] if has_phone else ["EMAIL"])
+
     def channels_for(self, kind: str, has_phone: bool) -> list[str]:
-        wanted = self.messages.get(kind, ["EMAIL", "SMS"] if has_phone else ["EMAIL"])
+        wanted = self.chosen(kind, has_phone)
         return [c for c in wanted if c not in self.opted_out_channels and (c != "SMS" or has_phone)]
 
     def to_json(self) -> dict:
@@ -71,6 +81,40 @@ class Preferences:
     def from_json(cls, data: dict | None) -> Preferences:
         data = data or {}
         return cls(dict(data.get("messages", {})), list(data.get("opted_out_channels", [])))
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user's account as stored."""
+
+    id: uuid.UUID
+    email: str
+    email_key: str
+    given_name: str
+    family_name: str
+    display_name: str
+    phone_number: str
+    birth_date: date | None
+    role: str
+    specialty: str
+    status: str
+    password_hash: str = field(repr=False)
+    preferences: Preferences
+    preferences_update_time: datetime
+    version: int
+    create_time: datetime
+    update_time: datetime
+
+    def profile(self) -> Profile:
+        return Profile(
+            self.email,
+            self.given_name,
+            self.family_name,
+            self.display_name,
+            self.phone_number,
+            self.birth_date,
+            self.specialty,
+        )
 
 
 def normalize_email(email: str, field_name: str = "email") -> str:
@@ -196,8 +240,20 @@ def may_manage_preferences(caller: Caller, user_id: str) -> None:
 
 
 def may_deactivate(caller: Caller, user_id: str) -> None:
+    may_view(caller, user_id)  # others learn nothing about the account
+    if caller.role is not Role.ADMIN:
+        raise PermissionDenied("only admin may do this")
     if caller.user_id == user_id:
         raise PermissionDenied("no one may deactivate their own account; another admin can")
+
+
+def loses_an_admin(account: Account, role: Role, status: str) -> bool:
+    """True when giving the account this role and status takes an active admin away."""
+    return (
+        account.role == Role.ADMIN.value
+        and account.status == ACTIVE
+        and (role is not Role.ADMIN or status != ACTIVE)
+    )
 
 
 def keep_an_admin(active_admins_after: int) -> None:
@@ -224,3 +280,29 @@ def check_preferences(messages: list[tuple[str, list[str]]], opted_out: list[str
     if any(c not in CHANNELS for c in opted_out):
         raise InvalidArgument("notification_preferences.opted_out_channels", "must be EMAIL, SMS or PUSH")
     return Preferences(seen, list(dict.fromkeys(opted_out)))
+
+
+def profile_changes(current: Profile, wanted: Profile, paths: set[str], role: Role) -> dict[str, Any]:
+    """The fields an update changes (with `email_key`): those in `paths` taken from `wanted`,
+    checked and normalized; a change of role checks the specialty again."""
+    profile = replace(current)
+    for path in paths & CHANGEABLE:
+        setattr(profile, path, getattr(wanted, path))
+    if role is not Role.DOCTOR and "specialty" not in paths:
+        profile.specialty = ""  # a specialty belongs to doctors only
+    checked = (paths | ({"specialty"} if "role" in paths else set())) & CHANGEABLE
+    check_profile(profile, role=role, prefix="user.", paths=checked)
+    changes = {path: getattr(profile, path) for path in checked}
+    if "email" in changes:
+        changes["email_key"] = email_key(profile.email)
+    if "display_name" in changes and not changes["display_name"]:
+        changes["display_name"] = display_name_of(profile)
+    return changes
+
+
+def with_preferences(current: Preferences, wanted: Preferences, paths: set[str]) -> Preferences:
+    """`current` with the parts named in `paths` replaced by `wanted` (already checked)."""
+    return Preferences(
+        wanted.messages if "messages" in paths else current.messages,
+        wanted.opted_out_channels if "opted_out_channels" in paths else current.opted_out_channels,
+    )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -22,12 +21,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
-from sqlalchemy import func, insert, select, text
 
 from clinic_platform.db import Database
 from clinic_platform.errors import FailedPrecondition
-
-log = logging.getLogger(__name__)
+from clinic_platform.periodic import run_every
+from user_management import store
 
 
 def _b64url(raw: bytes) -> str:
@@ -67,7 +65,6 @@ class KeyRing:
     ) -> None:
         self.db = db
         self.aead = AESGCM(kek)
-        self.table = db.metadata.tables["signing_keys"]
         self.publish_delay = publish_delay
         self.token_lifetime = token_lifetime
         self.reload_seconds = reload_seconds
@@ -104,28 +101,22 @@ class KeyRing:
     async def ensure_one(self) -> None:
         """Create the first key (signing at once) when there is none; replicas take turns."""
         async with self.db.transaction() as session:
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext('user_management.signing_keys'))")
-            )
-            if not await session.scalar(select(func.count()).select_from(self.table)):
-                await session.execute(insert(self.table).values(**self._new_row(datetime.now(UTC))))
+            await store.lock_signing_keys(session)
+            if not await store.has_signing_key(session):
+                await store.add_signing_key(session, **self._new_row(datetime.now(UTC)))
         await self.load()
 
     async def rotate(self) -> SigningKey:
         now = datetime.now(UTC)
         async with self.db.transaction() as session:
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext('user_management.signing_keys'))")
-            )
-            pending = await session.scalar(
-                select(func.max(self.table.c.signing_start_time)).where(self.table.c.signing_start_time > now)
-            )
+            await store.lock_signing_keys(session)
+            pending = await store.pending_signing_start(session, now)
             if pending is not None:
                 raise FailedPrecondition(
                     f"a rotation is already pending: its key signs from {pending.isoformat()}"
                 )
             row = self._new_row(now + self.publish_delay)
-            await session.execute(insert(self.table).values(**row))
+            await store.add_signing_key(session, **row)
         await self.load()
         return next(k for k in self._keys if k.kid == row["kid"])
 
@@ -153,10 +144,8 @@ class KeyRing:
         }
 
     async def load(self) -> None:
-        async with self.db.engine.connect() as conn:
-            rows = (await conn.execute(select(self.table).order_by(self.table.c.signing_start_time))).all()
         keys = []
-        for row in rows:
+        for row in await store.all_signing_keys(self.db):
             nonce, sealed = row.private_key_sealed[:12], row.private_key_sealed[12:]
             raw = self.aead.decrypt(nonce, sealed, row.kid.encode())
             keys.append(
@@ -170,12 +159,8 @@ class KeyRing:
         self._keys = keys
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Reload periodically, so every replica signs with the same key after a rotation."""
-        while not stopping.is_set():
-            try:
-                await asyncio.wait_for(stopping.wait(), timeout=self.reload_seconds)
-            except TimeoutError:
-                try:
-                    await self.load()
-                except Exception as exc:  # keep signing with the keys we have
-                    log.warning("could not reload signing keys", extra={"error": repr(exc)})
+        """Reload periodically, so every replica signs with the same key after a rotation; when a
+        reload fails, keep signing with the keys we have."""
+        await run_every(
+            self.reload_seconds, self.load, stopping, failure="could not reload signing keys", wait_first=True
+        )

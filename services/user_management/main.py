@@ -1,5 +1,5 @@
-"""Composition root of the user management service: settings -> database, Redis, keys ->
-servicer -> server. It verifies access tokens with its own keys (no JWKS round trip)."""
+"""Composition root of the user management service: settings -> database, Redis, keys -> use
+cases -> servicer -> server. It verifies access tokens with its own keys (no JWKS round trip)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ from clinic_platform.outbox import Outbox
 from clinic_platform.server import ServiceApp, run
 from clinic_platform.settings import ServiceSettings
 from user_management import store
-from user_management.api import Identity, UserManagementApi
+from user_management.accounts import Accounts
+from user_management.api import UserManagementApi
 from user_management.bootstrap import ensure_bootstrap_admin
 from user_management.keys import KeyRing, decode_kek
+from user_management.logins import Logins
 from user_management.passwords import OWASP_MEMORY_KIB, OWASP_TIME_COST, Passwords
+from user_management.preferences import NotificationPreferences
 from user_management.sessions import SessionStore
 from user_management.tokens import TokenIssuer
 
@@ -57,36 +60,39 @@ def build(settings: Settings) -> ServiceApp:
         reload_seconds=settings.key_reload_seconds,
     )
     authenticator = app.authenticate(open_methods=OPEN_METHODS, keys=keys)
-    identity = Identity(
-        db=db,
-        outbox=Outbox(store.metadata, settings.topic),
-        passwords=Passwords(settings.password_hash_memory_kib, settings.password_hash_time_cost),
-        sessions=SessionStore(
-            app.use_redis(),
-            idle_seconds=settings.session_idle_minutes * 60,
-            absolute_seconds=settings.session_absolute_hours * 3600,
-            max_failures=settings.login_max_failures,
-            lockout_seconds=settings.login_lockout_minutes * 60,
-        ),
-        keys=keys,
-        tokens=TokenIssuer(
-            keys,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            refresh_audience=settings.refresh_token_audience,
-            access_seconds=settings.access_token_minutes * 60,
-        ),
+    outbox = Outbox(store.metadata, settings.topic)
+    passwords = Passwords(settings.password_hash_memory_kib, settings.password_hash_time_cost)
+    sessions = SessionStore(
+        app.use_redis(),
+        idle_seconds=settings.session_idle_minutes * 60,
+        absolute_seconds=settings.session_absolute_hours * 3600,
+        max_failures=settings.login_max_failures,
+        lockout_seconds=settings.login_lockout_minutes * 60,
+    )
+    tokens = TokenIssuer(
+        keys,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        refresh_audience=settings.refresh_token_audience,
+        access_seconds=settings.access_token_minutes * 60,
+    )
+    accounts = Accounts(db, outbox, passwords, sessions)
+    logins = Logins(
+        db,
+        passwords,
+        sessions,
+        tokens=tokens,
         refresh_verifier=TokenVerifier(
             keys, issuer=settings.jwt_issuer, audience=settings.refresh_token_audience
         ),
         session_check=authenticator.sessions,
     )
     app.on_start.append(keys.ensure_one)
-    app.on_start.append(lambda: ensure_bootstrap_admin(identity, settings))
+    app.on_start.append(lambda: ensure_bootstrap_admin(db, outbox, passwords, settings))
     app.background.append(keys.run)
     app.add_servicer(
         rpc.add_UserManagementServiceServicer_to_server,
-        UserManagementApi(identity),
+        UserManagementApi(accounts, NotificationPreferences(db, outbox, accounts), logins, keys),
         pb.DESCRIPTOR,
         "UserManagementService",
     )

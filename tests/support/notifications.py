@@ -19,7 +19,8 @@ from clinic_platform.db import Database
 from clinic_platform.outbox import Outbox
 from notification import store
 from notification.channels import Email, provider_channels
-from notification.notifier import Notifier, NotifierSettings
+from notification.dispatcher import Notifier
+from notification.domain import NotifierSettings
 from tests.support.db import fetch
 from tests.support.identity import Edge, Person
 from tests.support.kit import KitDatabase

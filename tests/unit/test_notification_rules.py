@@ -9,7 +9,7 @@ import pytest
 
 from clinic_platform.errors import InvalidArgument
 from notification import domain
-from notification.notifier import NotifierSettings
+from notification.domain import NotifierSettings
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tables of the appointments database and its queries.
+"""The tables of the appointments database.
 
 `calendar_entries` holds appointments AND time off, so that one exclusion constraint keeps a
 doctor's confirmed visits and time off from overlapping, whichever comes first and however
@@ -7,9 +7,6 @@ A second constraint keeps one patient from holding two overlapping appointments.
 """
 
 from __future__ import annotations
-
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -21,15 +18,11 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
-    and_,
     func,
     literal_column,
-    or_,
-    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, ExcludeConstraint
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clinic_platform.db import new_metadata
 
@@ -89,8 +82,6 @@ calendar = Table(
     Column("cancel_reason", Text, nullable=False, server_default=""),
     Column("changed_by", Uuid),
     Column("version", Integer, nullable=False),
-    Column("request_key", Text, unique=True),  # "<caller>:<request_id>" of a retryable create
-    Column("request_fingerprint", Text),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("update_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("end_time > start_time", name="ends_after_start"),
@@ -111,77 +102,3 @@ calendar = Table(
     Index("ix_calendar_doctor_start", "doctor_id", "start_time"),
     Index("ix_calendar_patient_start", "patient_id", "start_time"),
 )
-
-# The booking: the appointment and its AppointmentBooked event in ONE statement (one round trip,
-# one implicit transaction), run on asyncpg directly. A retry (same request key) inserts nothing.
-BOOK = """
-    WITH booked AS (
-        INSERT INTO calendar_entries
-            (id, kind, doctor_id, patient_id, start_time, end_time, visit_type, status, reason,
-             changed_by, version, request_key, request_fingerprint, create_time, update_time)
-        VALUES ($1, 'APPOINTMENT', $2, $3, $4, $5, $6, 'CONFIRMED', $7, $8, 1, $9, $10, $11, $11)
-        ON CONFLICT (request_key) DO NOTHING
-        RETURNING id
-    ), event AS (
-        INSERT INTO outbox (event_id, topic, event_type, aggregate_id, payload, request_id)
-        SELECT $12, $13, $14, $15, $16, $17 FROM booked
-    )
-    SELECT id FROM booked
-"""
-
-
-# Whether a doctor has a confirmed visit in a period: a booking refused by the doctor's exclusion
-# constraint hit a visit ("already booked") or time off. On asyncpg: a storm of refusals runs it.
-HAS_VISIT_BETWEEN = """
-    SELECT EXISTS (SELECT 1 FROM calendar_entries WHERE doctor_id = $1 AND kind = 'APPOINTMENT'
-                   AND status IN ('CONFIRMED', 'COMPLETED') AND start_time < $3 AND end_time > $2)
-"""
-
-
-async def busy_intervals(
-    conn: AsyncConnection, doctor_ids: list[Any], start: datetime, end: datetime
-) -> dict[Any, list[tuple[datetime, datetime]]]:
-    rows = await conn.execute(
-        select(calendar.c.doctor_id, calendar.c.start_time, calendar.c.end_time).where(
-            calendar.c.doctor_id.in_(doctor_ids),
-            calendar.c.status.in_(DOCTOR_BUSY),
-            calendar.c.start_time < end,
-            calendar.c.end_time > start,
-        )
-    )
-    busy: dict[Any, list[tuple[datetime, datetime]]] = {d: [] for d in doctor_ids}
-    for row in rows:
-        busy[row.doctor_id].append((row.start_time, row.end_time))
-    return busy
-
-
-def appointments_query(
-    *,
-    doctor_id: Any,
-    patient_id: Any,
-    start: datetime | None,
-    end: datetime | None,
-    status: str | None,
-    after: list[str] | None,
-    limit: int,
-):
-    query = select(calendar).where(calendar.c.kind == APPOINTMENT)
-    if doctor_id:
-        query = query.where(calendar.c.doctor_id == doctor_id)
-    if patient_id:
-        query = query.where(calendar.c.patient_id == patient_id)
-    if start:
-        query = query.where(calendar.c.start_time >= start)
-    if end:
-        query = query.where(calendar.c.start_time < end)
-    if status:
-        query = query.where(calendar.c.status == status)
-    if after:
-        after_start, after_id = datetime.fromisoformat(after[0]), after[1]
-        query = query.where(
-            or_(
-                calendar.c.start_time > after_start,
-                and_(calendar.c.start_time == after_start, calendar.c.id > after_id),
-            )
-        )
-    return query.order_by(calendar.c.start_time, calendar.c.id).limit(limit + 1)
