@@ -24,7 +24,16 @@ from clinic.medical_records.v1 import resources_pb2
 from medical_records.crypto import new_kek_value
 from tests.support.db import fetch
 from tests.support.identity import Edge
-from tests.support.records import book, chart, log_entries, new_doctor, new_patient, note, records_url
+from tests.support.records import (
+    book,
+    chart,
+    log_entries,
+    new_doctor,
+    new_patient,
+    note,
+    records_url,
+    restart_records,
+)
 
 
 @pytest.fixture(scope="module")
@@ -223,12 +232,7 @@ def test_kek_rotation_while_charts_are_read_loses_nothing(clinic, mesh):
         assert note(edge, doctor, p.user_id, subjective=f"note {i}").status_code == 200
     old = mesh.records_secrets()["records_kek"]
     new = new_kek_value(f"rotated-{uuid.uuid4().hex[:6]}")
-    records = mesh.service("medical_records")
-    records.stop()
-    mesh.service_env_extra = {**mesh.service_env_extra, "RECORDS_KEK": new, "RECORDS_OLD_KEKS": old}
-    records = mesh.service("medical_records")
-    records.launch()
-    records.wait_ready()
+    restart_records(edge, mesh, RECORDS_KEK=new, RECORDS_OLD_KEKS=old)
 
     failures: list[str] = []
     reads = [0]
@@ -270,11 +274,7 @@ def test_kek_rotation_while_charts_are_read_loses_nothing(clinic, mesh):
     assert kek_ids == {new.split(":")[0]}
     assert failures == [] and reads[0] >= len(patients)
     # After a restart (no cached data keys) every chart opens under the new KEK alone.
-    records.stop()
-    mesh.service_env_extra = {**mesh.service_env_extra, "RECORDS_OLD_KEKS": ""}
-    records = mesh.service("medical_records")
-    records.launch()
-    records.wait_ready()
+    restart_records(edge, mesh, RECORDS_OLD_KEKS="")
     for i, p in enumerate(patients):
         reply = chart(edge, p, p.user_id)
         assert reply.status_code == 200 and f"note {i}" in reply.text

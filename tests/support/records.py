@@ -81,3 +81,20 @@ def log_entries(stack, patient_id: str) -> list:
         " WHERE patient_id = $1::uuid ORDER BY sequence",
         patient_id,
     )
+
+
+def restart_records(edge: Edge, stack, **env: str) -> None:
+    """Restart the records service the way a deployment does (SIGTERM: drain, leave the consumer
+    group, exit; then start) with `env` added to its environment, and return once it serves AND
+    its event consumer is back in its group (a patient registered now reaches it).
+
+    Waiting for the consumer is not politeness: a consumer stopped while its join of the group is
+    still in flight (a service stopped within ~3 s of starting) leaves a member behind that the
+    local broker (Tansu 0.6) never expires, and the group then gets no partitions for minutes:
+    every later test that waits for an event in the records service times out."""
+    stack.service("medical_records").stop()
+    stack.service_env_extra = {**stack.service_env_extra, **env}
+    records = stack.service("medical_records")
+    records.launch()
+    records.wait_ready()
+    known_to_records(stack, edge.register_patient())
