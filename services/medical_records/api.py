@@ -1,5 +1,6 @@
-"""The MedicalRecordsService servicer: proto <-> domain, with the verified caller in. Rules live
-in domain.py, access and audit in access.py / audit.py, content in charts.py."""
+"""The MedicalRecordsService servicer: proto <-> domain, with the verified caller in. The chart's
+rules live in domain.py, who may see what in policy.py (applied by gate.py), content in
+chart_reads.py / chart_writes.py, access requests and grants in grants.py, the log in audit.py."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from clinic_platform.errors import InvalidArgument, NotFound, PermissionDenied
 from clinic_platform.idempotency import IdempotencyKeys
 from clinic_platform.pagination import page_request
 from medical_records import convert, domain, fhir
-from medical_records.access import Grants
 from medical_records.audit import AuditLog
-from medical_records.charts import Charts
+from medical_records.chart_reads import ChartReads
+from medical_records.chart_writes import ChartWrites
+from medical_records.grants import Grants
 from medical_records.idempotent import Once
 
 
@@ -29,29 +31,12 @@ def _optional_id(value: str, field: str) -> str | None:
     return str(parse_uuid(value, field)) if value else None
 
 
-def _after(page) -> tuple | None:
-    if not page.after:
-        return None
-    try:
-        return datetime.fromisoformat(page.after[0]), parse_uuid(page.after[1], "page_token")
-    except (ValueError, IndexError):
-        raise InvalidArgument("page_token", "is not a page token this list issued") from None
-
-
-def _number(page) -> int | None:
-    try:
-        return int(page.after[0]) if page.after else None
-    except ValueError:
-        raise InvalidArgument("page_token", "is not a page token this list issued") from None
-
-
-def _newest_key(item) -> list:
-    return [item.create_time.isoformat(), item.id]
-
-
 class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
-    def __init__(self, charts: Charts, grants: Grants, log: AuditLog, keys: IdempotencyKeys) -> None:
-        self.charts = charts
+    def __init__(
+        self, reads: ChartReads, writes: ChartWrites, grants: Grants, log: AuditLog, keys: IdempotencyKeys
+    ) -> None:
+        self.reads = reads
+        self.writes = writes
         self.grants = grants
         self.log = log
         self.keys = keys
@@ -61,27 +46,23 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
 
     # -- the chart ------------------------------------------------------------------------------
     async def GetChart(self, request, context):
-        chart = await self.charts.chart(auth.caller(), _patient(request), request.page_size or 200)
+        chart = await self.reads.chart(auth.caller(), _patient(request), request.page_size or 200)
         return pb.GetChartResponse(chart=convert.chart(chart))
 
     async def UpdateChart(self, request, context):
         me = auth.caller()
         paths = mask_paths(request.update_mask, {"running_notes", "allergies"})
-        allergies = [
-            domain.Allergy(a.substance.strip(), a.reaction.strip(), enum_name(r.AllergySeverity, a.severity))
-            for a in request.chart.allergies
-        ]
-        for i, allergy in enumerate(allergies):
-            if not allergy.substance:
-                raise InvalidArgument(f"chart.allergies[{i}].substance", "is required")
-        chart = await self.charts.update_chart(
+        allergies = convert.allergies_from(request.chart.allergies)
+        chart = await self.writes.update_chart(
             me, _patient(request), paths, request.chart.running_notes, allergies
         )
         return pb.UpdateChartResponse(chart=convert.chart(chart))
 
     async def ListChartVersions(self, request, context):
         page = page_request(request.page_size, request.page_token, default=50, maximum=200)
-        versions = await self.charts.versions(auth.caller(), _patient(request), _number(page), page.size + 1)
+        versions = await self.reads.versions(
+            auth.caller(), _patient(request), convert.number_token(page), page.size + 1
+        )
         versions, token = page.take(versions, lambda v: [v.version])
         return pb.ListChartVersionsResponse(
             versions=[convert.chart_version(v) for v in versions], next_page_token=token
@@ -92,7 +73,7 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
         if me.role is Role.NURSE:
             raise PermissionDenied("a nurse does not export charts")
         patient_id = _patient(request)
-        chart = await self.charts.chart(me, patient_id, 1000, "ExportChart")
+        chart = await self.reads.chart(me, patient_id, 1000, "ExportChart")
         response = pb.ExportChartResponse()
         response.bundle.update(fhir.bundle(chart))
         return response
@@ -100,7 +81,7 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     # -- encounters and notes -------------------------------------------------------------------
     async def CreateEncounter(self, request, context):
         e = request.encounter
-        return await self.charts.add_encounter(
+        return await self.writes.add_encounter(
             auth.caller(),
             _patient(request),
             _optional_id(e.appointment_id, "encounter.appointment_id"),
@@ -116,8 +97,10 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
 
     async def ListEncounters(self, request, context):
         page = page_request(request.page_size, request.page_token, default=50, maximum=200)
-        found = await self.charts.encounters(auth.caller(), _patient(request), _after(page), page.size + 1)
-        found, token = page.take(found, _newest_key)
+        found = await self.reads.encounters(
+            auth.caller(), _patient(request), convert.after_token(page), page.size + 1
+        )
+        found, token = page.take(found, convert.newest_key)
         return pb.ListEncountersResponse(
             encounters=[convert.encounter(e) for e in found], next_page_token=token
         )
@@ -125,7 +108,7 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     async def CreateNote(self, request, context):
         n = request.note
         soap = domain.Soap(n.subjective, n.objective, n.assessment, n.plan)
-        return await self.charts.add_note(
+        return await self.writes.add_note(
             auth.caller(),
             _patient(request),
             _optional_id(n.encounter_id, "note.encounter_id"),
@@ -141,7 +124,7 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     async def UpdateNote(self, request, context):
         paths = mask_paths(request.update_mask, set(domain.SOAP))
         changes = {name: getattr(request.note, name) for name in paths}
-        note = await self.charts.amend_note(
+        note = await self.writes.amend_note(
             auth.caller(), _patient(request), str(parse_uuid(request.note_id, "note_id")), changes
         )
         return pb.UpdateNoteResponse(note=convert.note(note))
@@ -149,8 +132,8 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     async def ListNoteRevisions(self, request, context):
         page = page_request(request.page_size, request.page_token, default=50, maximum=200)
         note_id = str(parse_uuid(request.note_id, "note_id"))
-        found = await self.charts.revisions(
-            auth.caller(), _patient(request), note_id, _number(page), page.size + 1
+        found = await self.reads.revisions(
+            auth.caller(), _patient(request), note_id, convert.number_token(page), page.size + 1
         )
         found, token = page.take(found, lambda v: [v.revision])
         return pb.ListNoteRevisionsResponse(
@@ -160,7 +143,7 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     # -- diagnoses, prescriptions, vitals -------------------------------------------------------
     async def CreateDiagnosis(self, request, context):
         d = request.diagnosis
-        return await self.charts.add_diagnosis(
+        return await self.writes.add_diagnosis(
             auth.caller(),
             _patient(request),
             _optional_id(d.encounter_id, "diagnosis.encounter_id"),
@@ -184,7 +167,7 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
         description = request.diagnosis.description.strip() if "description" in paths else None
         if description == "":
             raise InvalidArgument("diagnosis.description", "must not be empty")
-        diagnosis = await self.charts.change_diagnosis(
+        diagnosis = await self.writes.change_diagnosis(
             auth.caller(),
             _patient(request),
             str(parse_uuid(request.diagnosis_id, "diagnosis_id")),
@@ -195,11 +178,8 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
 
     async def CreatePrescription(self, request, context):
         p = request.prescription
-        fields = {f: getattr(p, f).strip() for f in ("drug", "strength", "dose", "route", "frequency")}
-        for required in ("drug", "dose", "frequency"):
-            if not fields[required]:
-                raise InvalidArgument(f"prescription.{required}", "is required")
-        return await self.charts.add_prescription(
+        fields = convert.prescription_fields(p)
+        return await self.writes.add_prescription(
             auth.caller(),
             _patient(request),
             _optional_id(p.encounter_id, "prescription.encounter_id"),
@@ -216,7 +196,7 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     async def UpdatePrescription(self, request, context):
         mask_paths(request.update_mask, {"status"})
         status = enum_name(r.PrescriptionStatus, request.prescription.status)
-        prescription = await self.charts.change_prescription(
+        prescription = await self.writes.change_prescription(
             auth.caller(),
             _patient(request),
             str(parse_uuid(request.prescription_id, "prescription_id")),
@@ -227,7 +207,7 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     async def CreateVitalSigns(self, request, context):
         v = request.vital_signs
         values = {name: getattr(v, name) for name in domain.VITALS if v.HasField(name)}
-        return await self.charts.add_vitals(
+        return await self.writes.add_vitals(
             auth.caller(),
             _patient(request),
             _optional_id(v.encounter_id, "vital_signs.encounter_id"),
@@ -255,9 +235,9 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
             request.page_size, request.page_token, {"status": status}, default=50, maximum=200
         )
         found = await self.grants.list_requests(
-            auth.caller(), _patient(request), status, _after(page), page.size + 1
+            auth.caller(), _patient(request), status, convert.after_token(page), page.size + 1
         )
-        found, token = page.take(found, _newest_key)
+        found, token = page.take(found, convert.newest_key)
         return pb.ListAccessRequestsResponse(
             access_requests=[convert.access_request(a) for a in found], next_page_token=token
         )
@@ -281,8 +261,10 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
 
     async def ListAccessGrants(self, request, context):
         page = page_request(request.page_size, request.page_token, default=50, maximum=200)
-        found = await self.grants.list_grants(auth.caller(), _patient(request), _after(page), page.size + 1)
-        found, token = page.take(found, _newest_key)
+        found = await self.grants.list_grants(
+            auth.caller(), _patient(request), convert.after_token(page), page.size + 1
+        )
+        found, token = page.take(found, convert.newest_key)
         now = datetime.now(UTC)
         return pb.ListAccessGrantsResponse(
             access_grants=[convert.access_grant(g, now) for g in found], next_page_token=token
@@ -321,7 +303,7 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
             default=50,
             maximum=500,
         )
-        found = await self.log.entries(me, patient_id, actor_id, _number(page), page.size + 1)
+        found = await self.log.entries(me, patient_id, actor_id, convert.number_token(page), page.size + 1)
         found, token = page.take(found, lambda e: [e.sequence])
         return pb.ListAccessLogEntriesResponse(
             access_log_entries=[convert.log_entry(e) for e in found], next_page_token=token

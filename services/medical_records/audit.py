@@ -25,7 +25,7 @@ from clinic_platform.context import current_request_id
 from clinic_platform.db import Database
 from clinic_platform.errors import PermissionDenied, Unavailable
 from medical_records import store
-from medical_records.domain import Action, Basis, Decision, LogEntry
+from medical_records.policy import Action, Basis, Decision, LogEntry
 from medical_records.store import audit as sql
 
 GENESIS = bytes(32)

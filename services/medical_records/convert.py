@@ -1,4 +1,6 @@
-"""Domain objects -> contract messages of clinic.medical_records.v1."""
+"""Domain objects -> contract messages of clinic.medical_records.v1, and the few request parts
+that need more than a field copy to become domain values (allergies, prescription fields, page
+tokens)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from clinic.medical_records.v1 import resources_pb2 as r
 from clinic_platform import convert
-from medical_records import domain
+from clinic_platform.convert import enum_name, parse_uuid
+from clinic_platform.errors import InvalidArgument
+from medical_records import domain, policy
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -145,7 +149,7 @@ def chart(c: domain.Chart) -> r.Chart:
     )
 
 
-def access_request(a: domain.AccessRequest) -> r.AccessRequest:
+def access_request(a: policy.AccessRequest) -> r.AccessRequest:
     return r.AccessRequest(
         id=a.id,
         patient_id=a.patient_id,
@@ -158,7 +162,7 @@ def access_request(a: domain.AccessRequest) -> r.AccessRequest:
     )
 
 
-def access_grant(g: domain.AccessGrant, now) -> r.AccessGrant:
+def access_grant(g: policy.AccessGrant, now) -> r.AccessGrant:
     return r.AccessGrant(
         id=g.id,
         patient_id=g.patient_id,
@@ -173,7 +177,7 @@ def access_grant(g: domain.AccessGrant, now) -> r.AccessGrant:
     )
 
 
-def log_entry(e: domain.LogEntry) -> r.AccessLogEntry:
+def log_entry(e: policy.LogEntry) -> r.AccessLogEntry:
     return r.AccessLogEntry(
         id=e.id,
         patient_id=e.patient_id or "",
@@ -190,3 +194,43 @@ def log_entry(e: domain.LogEntry) -> r.AccessLogEntry:
         sequence=e.sequence,
         emergency=e.emergency,
     )
+
+
+# -- requests -> domain ---------------------------------------------------------------------------
+def allergies_from(allergies) -> list[domain.Allergy]:
+    found = [
+        domain.Allergy(a.substance.strip(), a.reaction.strip(), enum_name(r.AllergySeverity, a.severity))
+        for a in allergies
+    ]
+    for i, allergy in enumerate(found):
+        if not allergy.substance:
+            raise InvalidArgument(f"chart.allergies[{i}].substance", "is required")
+    return found
+
+
+def prescription_fields(p: r.Prescription) -> dict[str, str]:
+    fields = {f: getattr(p, f).strip() for f in ("drug", "strength", "dose", "route", "frequency")}
+    for required in ("drug", "dose", "frequency"):
+        if not fields[required]:
+            raise InvalidArgument(f"prescription.{required}", "is required")
+    return fields
+
+
+def after_token(page) -> tuple | None:
+    if not page.after:
+        return None
+    try:
+        return datetime.fromisoformat(page.after[0]), parse_uuid(page.after[1], "page_token")
+    except (ValueError, IndexError):
+        raise InvalidArgument("page_token", "is not a page token this list issued") from None
+
+
+def number_token(page) -> int | None:
+    try:
+        return int(page.after[0]) if page.after else None
+    except ValueError:
+        raise InvalidArgument("page_token", "is not a page token this list issued") from None
+
+
+def newest_key(item) -> list:
+    return [item.create_time.isoformat(), item.id]

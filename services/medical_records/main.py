@@ -1,5 +1,6 @@
 """Composition root of the medical records service: settings -> database, KEK ring, projections of
-user and appointment events -> access gate, charts, grants, audit log -> servicer -> server."""
+user and appointment events -> access gate, chart reads and writes, grants, audit log -> servicer
+-> server."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from clinic_platform.idempotency import IdempotencyKeys
 from clinic_platform.outbox import Outbox
 from clinic_platform.server import ServiceApp, run
 from medical_records import store
-from medical_records.access import Gate, Grants
 from medical_records.api import MedicalRecordsApi
 from medical_records.audit import AuditLog
-from medical_records.charts import Charts
+from medical_records.chart_reads import ChartReads
+from medical_records.chart_writes import ChartWrites
 from medical_records.consumers import APPOINTMENT_HANDLERS, USER_HANDLERS
 from medical_records.crypto import DataKeyCache, KeyRing
+from medical_records.gate import Gate
+from medical_records.grants import Grants
 from medical_records.settings import Settings
 
 
@@ -31,9 +34,12 @@ def build(settings: Settings) -> ServiceApp:
     )
     outbox = Outbox(store.metadata, settings.topic)
     gate = Gate(db, zone=settings.clinic_time_zone, care_days=settings.care_relationship_days)
+    keys = DataKeyCache(ring)
+    reads = ChartReads(gate, keys)
     api = MedicalRecordsApi(
-        Charts(gate, DataKeyCache(ring), outbox),
-        Grants(db, outbox, gate, emergency_hours=settings.emergency_access_hours),
+        reads,
+        ChartWrites(gate, keys, outbox, reads),
+        Grants(db, outbox, emergency_hours=settings.emergency_access_hours),
         AuditLog(db),
         IdempotencyKeys(store.metadata),
     )
