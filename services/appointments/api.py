@@ -33,7 +33,7 @@ from clinic_platform.convert import (
     parse_uuid,
     timestamp,
 )
-from clinic_platform.errors import InvalidArgument, NotFound
+from clinic_platform.errors import Aborted, InvalidArgument, NotFound
 from clinic_platform.pagination import page_request
 
 
@@ -96,7 +96,7 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
             async with self.calendar.transaction() as session:
                 if request.request_id and (
                     earlier := await keys.claim(
-                        session, scope, request.request_id, request, pb.CreateTimeOffResponse
+                        session, scope, request.request_id, request, pb.CreateTimeOffResponse, what="time off"
                     )
                 ):
                     return earlier
@@ -219,15 +219,12 @@ class AppointmentsApi(rpc.AppointmentsServiceServicer):
                 return answer
         except domain.Overlap as overlap:
             raise await self._refused(overlap, doctor_id, start, end) from None
-        # A retry of a request already answered: the first answer.
-        try:
-            earlier = await self.calendar.earlier_answer(
-                scope, request.request_id, request, pb.CreateAppointmentResponse
-            )
-        except InvalidArgument:  # the kit's wording for a reused key; this RPC always named a booking
-            earlier = None
+        # A retry of a request already answered: the first answer (gone only if pruned meanwhile).
+        earlier = await self.calendar.earlier_answer(
+            scope, request.request_id, request, pb.CreateAppointmentResponse
+        )
         if earlier is None:
-            raise InvalidArgument("request_id", "was already used for a different booking")
+            raise Aborted("this request_id's first answer has expired: retry with a new request_id")
         return earlier
 
     async def _refused(self, overlap: domain.Overlap, doctor_id, start: datetime, end: datetime):

@@ -71,8 +71,10 @@ class IdempotencyKeys:
         response_type: type[R],
         *,
         secret_fields: tuple[str, ...] = (),
+        what: str = "request",
     ) -> R | None:
-        """None when this request is new (go ahead); the earlier response when it is a retry."""
+        """None when this request is new (go ahead); the earlier response when it is a retry.
+        `what` names the request in the error for a reused key ("... for a different booking")."""
         checked(request_id)
         request_print = fingerprint(request, secret_fields)
         claimed = await session.execute(
@@ -90,7 +92,7 @@ class IdempotencyKeys:
                 )
             )
         ).one()
-        return _answer(earlier._mapping, request_print, response_type)
+        return _answer(earlier._mapping, request_print, response_type, what)
 
     async def remember(self, session: AsyncSession, scope: str, request_id: str, response: Message) -> None:
         await session.execute(
@@ -120,6 +122,7 @@ class IdempotencyKeys:
         response_type: type[R],
         *,
         secret_fields: tuple[str, ...] = (),
+        what: str = "request",
     ) -> R | None:
         """The first answer to a key a one-statement write found taken (asyncpg pool or connection);
         None when the key is gone (pruned meanwhile)."""
@@ -130,10 +133,10 @@ class IdempotencyKeys:
         )
         if row is None:
             return None
-        return _answer(row, fingerprint(request, secret_fields), response_type)
+        return _answer(row, fingerprint(request, secret_fields), response_type, what)
 
 
-def _answer(earlier: Any, request_print: str, response_type: type[R]) -> R:
+def _answer(earlier: Any, request_print: str, response_type: type[R], what: str) -> R:
     if earlier["fingerprint"] != request_print:
-        raise InvalidArgument("request_id", "was already used for a different request")
+        raise InvalidArgument("request_id", f"was already used for a different {what}")
     return response_type.FromString(earlier["response"])

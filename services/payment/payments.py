@@ -47,7 +47,9 @@ class Payments:
         async with self.db.transaction() as session:
             # The invoice's lock orders its payments, so two payments cannot both take its balance.
             invoice = domain.found(await store.lock_invoice(session, invoice_id), "invoice", invoice_id)
-            earlier = await self.keys.claim(session, scope, request_id, request, pb.CreatePaymentResponse)
+            earlier = await self.keys.claim(
+                session, scope, request_id, request, pb.CreatePaymentResponse, what="payment"
+            )
             if earlier is not None:
                 payment = await store.payment(session, uuid.UUID(earlier.payment.id))
             else:
@@ -96,7 +98,9 @@ class Payments:
         async with self.db.transaction() as session:
             # The payment's lock orders its refunds, so two refunds cannot both take what is left.
             payment = domain.found(await store.lock_payment(session, payment_id), "payment", payment_id)
-            earlier = await self.keys.claim(session, scope, request_id, request, pb.CreateRefundResponse)
+            earlier = await self.keys.claim(
+                session, scope, request_id, request, pb.CreateRefundResponse, what="refund"
+            )
             if earlier is not None:
                 refund = await store.refund(session, uuid.UUID(earlier.refund.id))
             else:

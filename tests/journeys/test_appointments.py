@@ -294,6 +294,66 @@ def test_time_off_and_bookings_exclude_each_other(clinic):
     assert at(day, "15:00") not in starts and at(day, "16:00") in starts and booked["startTime"] not in starts
 
 
+def test_a_retried_booking_or_time_off_gives_the_first_answer_and_a_reused_key_is_refused(clinic, mesh):
+    edge, _, doctor = clinic
+    day = future_day(9)
+    patient, other = edge.register_patient(), edge.register_patient()
+    key = {"request_id": str(uuid.uuid4())}
+    first = edge.http.post(
+        "/v1/appointments",
+        params=key,
+        json={"doctorId": doctor.user_id, "startTime": at(day, "09:00"), "visitType": "CONSULT"},
+        headers=patient.auth,
+    )
+    assert first.status_code == 200, first.text
+    retry = edge.http.post(
+        "/v1/appointments",
+        params=key,
+        json={"doctorId": doctor.user_id, "startTime": at(day, "09:00"), "visitType": "CONSULT"},
+        headers=patient.auth,
+    )
+    assert retry.status_code == 200 and retry.json() == first.json()
+    different = edge.http.post(
+        "/v1/appointments",
+        params=key,
+        json={"doctorId": doctor.user_id, "startTime": at(day, "11:00"), "visitType": "CONSULT"},
+        headers=patient.auth,
+    )
+    assert different.status_code == 400
+    assert different.json()["message"] == "request_id: was already used for a different booking"
+    # Keys belong to their caller: another patient's request with the same key is their own.
+    theirs = edge.http.post(
+        "/v1/appointments",
+        params=key,
+        json={"doctorId": doctor.user_id, "startTime": at(day, "11:00"), "visitType": "CONSULT"},
+        headers=other.auth,
+    )
+    assert theirs.status_code == 200, theirs.text
+    assert theirs.json()["appointment"]["id"] != first.json()["appointment"]["id"]
+    rows = fetch(
+        mesh.database_urls["appointments"],
+        "SELECT count(*) AS n FROM calendar_entries WHERE patient_id = $1::uuid",
+        patient.user_id,
+    )
+    assert rows[0]["n"] == 1
+
+    away = {"startTime": at(day, "14:00"), "endTime": at(day, "15:00"), "reason": "training"}
+    made = edge.http.post(f"/v1/doctors/{doctor.user_id}/timeOff", params=key, json=away, headers=doctor.auth)
+    assert made.status_code == 200, made.text
+    again = edge.http.post(
+        f"/v1/doctors/{doctor.user_id}/timeOff", params=key, json=away, headers=doctor.auth
+    )
+    assert again.json() == made.json()
+    moved = {**away, "endTime": at(day, "16:00")}
+    reused = edge.http.post(
+        f"/v1/doctors/{doctor.user_id}/timeOff", params=key, json=moved, headers=doctor.auth
+    )
+    assert reused.status_code == 400
+    assert reused.json()["message"] == "request_id: was already used for a different time off"
+    listed = edge.http.get(f"/v1/doctors/{doctor.user_id}/timeOff", headers=doctor.auth).json()["timeOff"]
+    assert [t["id"] for t in listed if t["startTime"] == at(day, "14:00")] == [made.json()["timeOff"]["id"]]
+
+
 def test_slots_by_specialty_over_a_date_range_and_across_a_clock_change(clinic, mesh):
     edge, admin, _ = clinic
     specialty = f"Dermatology-{uuid.uuid4().hex[:6]}"

@@ -120,7 +120,8 @@ class CalendarStore:
 
     async def earlier_answer(self, scope: str, request_id: str, request: Message, answer_type: type):
         """The answer stored with a retry key `book` found taken; None when it is gone."""
-        return await self.keys.earlier(await self.db.pool(), scope, request_id, request, answer_type)
+        pool = await self.db.pool()
+        return await self.keys.earlier(pool, scope, request_id, request, answer_type, what="booking")
 
     async def visits_between(self, doctor_id: uuid.UUID, start: datetime, end: datetime) -> int:
         """The doctor's confirmed (or completed) visits overlapping the period."""
