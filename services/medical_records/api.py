@@ -226,8 +226,17 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
         reason = request.access_request.reason.strip()
         if not reason:
             raise InvalidArgument("access_request.reason", "is required: tell the patient why")
-        made = await self.grants.request(auth.caller(), _patient(request), reason)
-        return pb.CreateAccessRequestResponse(access_request=convert.access_request(made))
+        return await self.grants.request(
+            auth.caller(),
+            _patient(request),
+            reason,
+            once=self._once(
+                "CreateAccessRequest",
+                request,
+                pb.CreateAccessRequestResponse,
+                lambda made: pb.CreateAccessRequestResponse(access_request=convert.access_request(made)),
+            ),
+        )
 
     async def ListAccessRequests(self, request, context):
         status = parse_enum(r.AccessRequestStatus, request.status, "status") if request.status else None
@@ -250,14 +259,21 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
 
     async def CreateAccessGrant(self, request, context):
         g = request.access_grant
-        granted = await self.grants.grant(
+        return await self.grants.grant(
             auth.caller(),
             _patient(request),
             str(parse_uuid(g.grantee_id, "access_grant.grantee_id")),
             _optional_id(g.access_request_id, "access_grant.access_request_id"),
             from_timestamp(g.expire_time, "access_grant.expire_time", required=False),
+            once=self._once(
+                "CreateAccessGrant",
+                request,
+                pb.CreateAccessGrantResponse,
+                lambda made: pb.CreateAccessGrantResponse(
+                    access_grant=convert.access_grant(made, datetime.now(UTC))
+                ),
+            ),
         )
-        return pb.CreateAccessGrantResponse(access_grant=convert.access_grant(granted, datetime.now(UTC)))
 
     async def ListAccessGrants(self, request, context):
         page = page_request(request.page_size, request.page_token, default=50, maximum=200)

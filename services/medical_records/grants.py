@@ -7,6 +7,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from google.protobuf.message import Message
+
 from clinic.medical_records.v1 import events_pb2
 from clinic_platform.auth import Caller, Role
 from clinic_platform.convert import timestamp
@@ -14,6 +16,7 @@ from clinic_platform.db import Database
 from clinic_platform.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from clinic_platform.outbox import Outbox
 from medical_records import audit, policy, store
+from medical_records.idempotent import Once
 from medical_records.policy import Action, Basis
 from medical_records.store import access as sql
 
@@ -48,7 +51,7 @@ class Grants:
         await audit.record(self.db, audit.Event(patient_id, me, Action.ACCESS_CHANGE, method, "DENIED"))
         raise error
 
-    async def request(self, me: Caller, patient_id: str, reason: str) -> policy.AccessRequest:
+    async def request(self, me: Caller, patient_id: str, reason: str, *, once: Once) -> Message:
         if me.role not in policy.CLINICIANS:
             await self._refuse(
                 me,
@@ -58,6 +61,8 @@ class Grants:
             )
         now = datetime.now(UTC)
         async with store.transaction(self.db) as tx:
+            if (earlier := await once.earlier(tx, me)) is not None:
+                return earlier
             await self._known_patient(tx, patient_id)
             if await sql.active_grant(tx.conn, uuid.UUID(patient_id), uuid.UUID(me.user_id), now):
                 raise FailedPrecondition("you already have an active grant on this chart")
@@ -75,7 +80,7 @@ class Grants:
             )
             await self.outbox.add(tx.session, event, aggregate_id=patient_id)
             await self._log(tx, me, patient_id, "CreateAccessRequest", reason=reason)
-        return request
+            return await once.done(tx, me, request)
 
     async def deny(self, me: Caller, patient_id: str, request_id: str) -> policy.AccessRequest:
         if me.role is not Role.PATIENT or me.user_id != patient_id:
@@ -95,23 +100,29 @@ class Grants:
         me: Caller,
         patient_id: str,
         grantee_id: str,
-        request_id: str | None,
+        access_request_id: str | None,
         expire_time: datetime | None,
-    ) -> policy.AccessGrant:
+        *,
+        once: Once,
+    ) -> Message:
         if me.role is not Role.PATIENT or me.user_id != patient_id:
             await self._refuse(me, patient_id, "CreateAccessGrant", _not_the_patient(me, patient_id))
         now = datetime.now(UTC)
-        policy.check_expiry(expire_time, now)
         async with store.transaction(self.db) as tx:
+            if (earlier := await once.earlier(tx, me)) is not None:
+                return earlier  # a retry: the first answer, even once its expire_time has passed
+            policy.check_expiry(expire_time, now)
             role = await sql.user_role(tx.conn, uuid.UUID(grantee_id))
             if role is None:
                 raise NotFound(f"user {grantee_id} not found")
             if role not in ("DOCTOR", "NURSE"):
                 raise FailedPrecondition("access is granted to doctors and nurses only")
-            if request_id:
-                row = await sql.request(tx.conn, uuid.UUID(patient_id), uuid.UUID(request_id), lock=True)
+            if access_request_id:
+                row = await sql.request(
+                    tx.conn, uuid.UUID(patient_id), uuid.UUID(access_request_id), lock=True
+                )
                 if row is None:
-                    raise NotFound(f"access request {request_id} not found")
+                    raise NotFound(f"access request {access_request_id} not found")
                 policy.check_decidable(to_request(row), grantee_id)
             if await sql.active_grant(tx.conn, uuid.UUID(patient_id), uuid.UUID(grantee_id), now):
                 raise AlreadyExists("this clinician already has an active grant on your chart")
@@ -123,25 +134,25 @@ class Grants:
                     uuid.UUID(patient_id),
                     uuid.UUID(grantee_id),
                     "PATIENT",
-                    _uuid(request_id),
+                    _uuid(access_request_id),
                     "",
                     expire_time,
                     now,
                 ),
             )
-            if request_id:
-                await sql.decide_request(tx.conn, uuid.UUID(request_id), "GRANTED", grant_id, now)
+            if access_request_id:
+                await sql.decide_request(tx.conn, uuid.UUID(access_request_id), "GRANTED", grant_id, now)
             event = events_pb2.RecordAccessGranted(
                 access_grant_id=str(grant_id),
                 patient_id=patient_id,
                 grantee_id=grantee_id,
-                access_request_id=request_id or "",
+                access_request_id=access_request_id or "",
                 expire_time=timestamp(expire_time),
                 grant_time=timestamp(now),
             )
             await self.outbox.add(tx.session, event, aggregate_id=patient_id)
             await self._log(tx, me, patient_id, "CreateAccessGrant", basis=Basis.SELF, grant_id=str(grant_id))
-        return to_grant(row)
+            return await once.done(tx, me, to_grant(row))
 
     async def revoke(self, me: Caller, patient_id: str, grant_id: str) -> policy.AccessGrant:
         if not ((me.role is Role.PATIENT and me.user_id == patient_id) or me.role is Role.ADMIN):
