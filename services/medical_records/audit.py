@@ -162,9 +162,13 @@ class Batches:
         while self.waiting:
             batch, self.waiting = self.waiting, []
             try:
-                async with store.transaction(self.db) as tx:
-                    for event, now, _ in batch:
-                        await append(tx, event, now)
+                async with store.connection(self.db) as tx:
+                    if len(batch) == 1:  # one statement is its own transaction: one round trip
+                        await append(tx, batch[0][0], batch[0][1])
+                    else:
+                        async with tx.conn.transaction():
+                            for event, now, _ in batch:
+                                await append(tx, event, now)
             except Exception:
                 log.exception("access log batch of %d entries failed", len(batch))
                 failed = True

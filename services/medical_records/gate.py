@@ -61,7 +61,8 @@ class Gate:
         do not queue for the chain head while their content is read. A refusal is logged on its
         own (also batched) and raised."""
         try:
-            async with store.transaction(self.db) as tx:
+            opened = store.connection(self.db) if action is Action.READ else store.transaction(self.db)
+            async with opened as tx:
                 now = datetime.now(UTC)
                 decision = policy.decide(
                     me, patient_id, await self.relationship(tx, me, patient_id, now), action, sections

@@ -22,7 +22,7 @@ metadata = new_metadata()  # the kit's tables; ours are plain SQL below
 
 @dataclass
 class Tx:
-    session: AsyncSession
+    session: AsyncSession | None  # None on a plain connection (no kit writes there)
     conn: asyncpg.Connection
 
 
@@ -30,6 +30,16 @@ class Tx:
 async def transaction(db: Database) -> AsyncIterator[Tx]:
     async with db.transaction() as session:
         yield Tx(session, await raw_connection(session))
+
+
+@asynccontextmanager
+async def connection(db: Database) -> AsyncIterator[Tx]:
+    """A pooled connection outside any transaction, for reads: under READ COMMITTED a transaction
+    would not make a read's statements see one snapshot anyway, and BEGIN and COMMIT are two round
+    trips of a chart read's four."""
+    pool = await db.pool()
+    async with pool.acquire() as conn:
+        yield Tx(None, conn)
 
 
 def is_unique_violation(exc: BaseException) -> bool:
