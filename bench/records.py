@@ -12,11 +12,11 @@ AES-256-GCM opens timed in this process, divided by the service's CPU per reques
 alternate between the two so the machine's other load falls on both alike, and a last line gives
 the ratios. `--profile FILE` writes py-spy samples (raw, collapsed stacks) of this code's service.
 
-Last run (2 shared cores, load average 5-9 from other engineers' tests; 3 alternating rounds of
-100 reads at concurrency 1 and 4 s at concurrency 16), baseline 3702cbf -> this:
-  c1 p50 21.9 -> 21.9 ms (1.00x), service CPU 12.9 -> 12.3 ms per chart (1.05x);
-  c16 74.5 -> 81.1 charts/s (1.09x), p50 205 -> 194 ms; decryption 5-7 % of the service's CPU.
-The p50 <= 15 ms target is not met: see docs/medical_records.md, Figures."""
+Last run (2 cores, otherwise quiet; 3 alternating rounds of 400 reads at concurrency 1 and 8 s
+at concurrency 16), baseline ee331cf -> this:
+  c1 p50 17.2 -> 13.9 ms (1.24x), service CPU 10.0 -> 7.7 ms per chart (1.30x);
+  c16 107.5 -> 128.4 charts/s (1.19x), p50 140 -> 121 ms; decryption 7-13 % of the service's CPU.
+The p50 <= 15 ms target is met on a quiet machine: see docs/medical_records.md, Figures."""
 
 from __future__ import annotations
 
