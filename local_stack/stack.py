@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import random
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -160,6 +161,12 @@ class Stack:
             }
         )
 
+    def records_secrets(self) -> dict[str, str]:
+        """The key-encryption key of chart content ("<id>:<base64 key>", generated once)."""
+        return SecretFile(self.state_dir / "secrets" / "records.json").values(
+            {"records_kek": lambda: f"local-{secrets.token_hex(4)}:{random_key()}"}
+        )
+
     def service_env(self, name: str) -> dict[str, str]:
         env = {
             "DATABASE_URL": self.database_urls[name],
@@ -173,6 +180,8 @@ class Stack:
         }
         if name == "user_management":
             env |= {key.upper(): value for key, value in self.identity_secrets().items()}
+        if name == "medical_records":
+            env |= {key.upper(): value for key, value in self.records_secrets().items()}
         return env | self.service_env_extra
 
     def service(self, name: str) -> ServiceProcess:

@@ -7,8 +7,9 @@ small: the contracts use no maps, oneofs or additional bindings).
 
 Bodies and responses follow the proto3 JSON mapping as the transcoder speaks it: lowerCamelCase
 members, enums by name, 64-bit integers as strings, Timestamps as RFC 3339, field masks as
-comma-separated paths. The contracts' buf.validate rules become maxLength, format uuid, minimum
-and maxItems. Query parameters use the proto field names (the edge takes both spellings).
+comma-separated paths, Structs as plain JSON objects. The contracts' buf.validate rules become
+maxLength, format uuid, minimum and maxItems. Query parameters use the proto field names (the edge
+takes both spellings).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ INT64 = {FDP.TYPE_INT64, FDP.TYPE_SINT64, FDP.TYPE_SFIXED64, FDP.TYPE_UINT64, FD
 WELL_KNOWN = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     "google.protobuf.FieldMask": {"type": "string", "description": "comma-separated field paths"},
+    "google.protobuf.Struct": {"type": "object", "description": "any JSON object"},
 }
 STATUS = {
     "type": "object",

@@ -141,21 +141,40 @@ class Consumers:
         await self._notice(session, envelope, event, "CLAIM_ADJUDICATED", {"decision": decision})
 
     async def on_record_access(self, session, event, envelope: EventEnvelope) -> None:
+        """The patient hears who asked for (or opened) their chart, never why: a clinician's reason
+        may be clinical, and the events carry ids only anyway. Break-the-glass is also told to every
+        active admin, who reviews it. One notice per event and person (a repeat changes nothing)."""
         if isinstance(event, records.EmergencyAccessUsed):
-            variables = {"requester_id": event.doctor_id, "start_time": event.access_time.ToJsonString()}
+            variables = {
+                "requester_id": event.doctor_id,
+                "patient_id": event.patient_id,
+                "start_time": event.access_time.ToJsonString(),
+            }
             message = "EMERGENCY_ACCESS_USED"
         else:
-            variables, message = {"requester_id": event.requester_id}, "RECORD_ACCESS_REQUESTED"
+            variables = {"requester_id": event.requester_id, "patient_id": event.patient_id}
+            message = "RECORD_ACCESS_REQUESTED"
         await self._notice(session, envelope, event, message, variables)
+        if message == "EMERGENCY_ACCESS_USED":
+            for admin_id in await store.active_admins(session):
+                await self._notice(session, envelope, event, message, variables, recipient_id=admin_id)
 
     async def _notice(
-        self, session, envelope: EventEnvelope, event, event_type: str, variables: dict
+        self,
+        session,
+        envelope: EventEnvelope,
+        event,
+        event_type: str,
+        variables: dict,
+        *,
+        recipient_id: uuid.UUID | None = None,
     ) -> None:
-        """The event's patient must hear about it (once), with the event kept for the DLQ."""
+        """The event's patient (or `recipient_id`) must hear about it (once), with the event kept
+        for the DLQ."""
         await store.add_notice(
             session,
             source_event_id=uuid.UUID(envelope.id),
-            recipient_id=uuid.UUID(event.patient_id),
+            recipient_id=recipient_id or uuid.UUID(event.patient_id),
             event_type=event_type,
             variables=variables,
             source=_source(envelope, event),

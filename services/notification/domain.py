@@ -34,7 +34,13 @@ KIND_OF_EVENT = {
     "RECORD_ACCESS_REQUESTED": "RECORD_ACCESS",
     "EMERGENCY_ACCESS_USED": "RECORD_ACCESS",
 }
-ALWAYS_EMAILED = {"EMERGENCY_ACCESS_USED"}  # a patient must learn of break-the-glass access
+ALWAYS_EMAILED = {"EMERGENCY_ACCESS_USED"}  # the patient (and admins) must learn of break-the-glass
+
+
+def whose_record(recipient_id: str, patient_id: str) -> str:
+    """How a message about access to a chart names it: to its patient "your medical record";
+    to anyone else (an admin reviewing emergency access) without naming the patient."""
+    return "your medical record" if recipient_id == patient_id else "a patient's medical record"
 
 
 def channels_for(event_type: str, preferences: dict, *, has_phone: bool) -> list[str]:
@@ -160,22 +166,25 @@ DEFAULTS: dict[str, tuple[str, str, str]] = {
         "{{ clinic }}: your insurer decided on your claim: {{ decision }}.",
     ),
     "RECORD_ACCESS_REQUESTED": (
-        "A clinician asks to see your chart",
+        "A clinician asks to see your medical record",
         "Dear {{ name }},\n\n{{ requester }} asks for access to your medical record."
-        " Sign in to grant or deny it.\n\n{{ clinic }}",
-        "{{ clinic }}: {{ requester }} asks to see your medical record. Sign in to answer.",
+        " Open the app to see the request and to grant or deny it.\n\n{{ clinic }}",
+        "{{ clinic }}: {{ requester }} asks to see your medical record. Open the app to see the request.",
     ),
+    # To the patient and to every admin (`record` says whose: "your medical record" to the patient).
     "EMERGENCY_ACCESS_USED": (
-        "Your chart was opened in an emergency",
-        "Dear {{ name }},\n\n{{ requester }} opened your medical record under emergency access"
-        " on {{ when }}. This access is audited; contact us if you have questions.\n\n{{ clinic }}",
-        "{{ clinic }}: {{ requester }} opened your medical record in an emergency. It is audited.",
+        "A medical record was opened in an emergency",
+        "Dear {{ name }},\n\n{{ requester }} opened {{ record }} under emergency access on {{ when }}."
+        " Every emergency access is audited and reviewed. Open the app to see the access log."
+        "\n\n{{ clinic }}",
+        "{{ clinic }}: {{ requester }} opened {{ record }} in an emergency."
+        " Open the app to see the access log.",
     ),
 }
 
 # What every message's template may use (the notifier fills each, empty when it does not apply).
 VARIABLES = frozenset(
-    {"clinic", "name", "when", "previous_when", "doctor", "requester", "amount", "decision"}
+    {"clinic", "name", "when", "previous_when", "doctor", "requester", "record", "amount", "decision"}
 )
 # What ends a line (str.splitlines' set, which the email package refuses in a header value).
 _LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")

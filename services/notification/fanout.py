@@ -82,7 +82,7 @@ class Fanout:
 
     def _variables(self, row, names: dict[str, str]) -> dict:
         """What templates may use: clinic, name, when / previous_when (clinic time), doctor,
-        requester, amount, decision."""
+        requester, record (whose chart), amount, decision."""
         given = dict(row.variables)
         values = {
             "clinic": self.clinic_name,
@@ -91,6 +91,7 @@ class Fanout:
             "decision": given.get("decision", ""),
             "doctor": "your doctor",
             "requester": "A clinician",
+            "record": domain.whose_record(str(row.recipient_id), given.get("patient_id", "")),
             "when": "",
             "previous_when": "",
         }

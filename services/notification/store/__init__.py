@@ -23,6 +23,7 @@ from notification.store.dispatch import (
 )
 from notification.store.projection import (
     SourceEvent,
+    active_admins,
     add_notice,
     apply_appointment_event,
     close_reminder,
@@ -52,6 +53,7 @@ from notification.store.tables import (
 __all__ = [
     "SourceEvent",
     "abandon_notices",
+    "active_admins",
     "add_deliveries",
     "add_notice",
     "apply_appointment_event",

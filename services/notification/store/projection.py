@@ -164,6 +164,14 @@ async def add_notice(
     )
 
 
+async def active_admins(session: AsyncSession) -> list[uuid.UUID]:
+    """The admins known and active now (who review emergency access to charts)."""
+    found = await session.execute(
+        select(recipients.c.id).where(recipients.c.role == "ADMIN", recipients.c.active.is_(True))
+    )
+    return list(found.scalars())
+
+
 async def due_reminders(session: AsyncSession, now: datetime, limit: int) -> list:
     """Up to `limit` SCHEDULED reminders due by `now`, locked (other replicas skip them)."""
     return list(

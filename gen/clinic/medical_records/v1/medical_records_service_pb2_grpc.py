@@ -148,6 +148,16 @@ class MedicalRecordsServiceStub:
                 request_serializer=clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ListAccessLogEntriesRequest.SerializeToString,
                 response_deserializer=clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ListAccessLogEntriesResponse.FromString,
                 _registered_method=True)
+        self.ExportChart = channel.unary_unary(
+                '/clinic.medical_records.v1.MedicalRecordsService/ExportChart',
+                request_serializer=clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ExportChartRequest.SerializeToString,
+                response_deserializer=clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ExportChartResponse.FromString,
+                _registered_method=True)
+        self.ListChartVersions = channel.unary_unary(
+                '/clinic.medical_records.v1.MedicalRecordsService/ListChartVersions',
+                request_serializer=clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ListChartVersionsRequest.SerializeToString,
+                response_deserializer=clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ListChartVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class MedicalRecordsServiceServicer:
@@ -380,6 +390,27 @@ class MedicalRecordsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportChart(self, request, context):
+        """Exports the whole chart as a FHIR R4 Bundle (type "collection"): a Patient reference, Encounter,
+        Condition, MedicationRequest, AllergyIntolerance and Observation resources. Audited as a read.
+        Callers: the patient; a doctor with access.
+        Errors: INVALID_ARGUMENT (patient_id not a UUID); UNAUTHENTICATED; PERMISSION_DENIED (no access;
+        nurse, receptionist, admin, analyst); NOT_FOUND (unknown patient, or another patient's chart).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChartVersions(self, request, context):
+        """Lists the versions of the chart's running notes and allergies, newest first (UpdateChart never
+        overwrites: each update adds a version).
+        Callers: the patient; a doctor with access.
+        Errors: INVALID_ARGUMENT (bad page_token); UNAUTHENTICATED; PERMISSION_DENIED; NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MedicalRecordsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -482,6 +513,16 @@ def add_MedicalRecordsServiceServicer_to_server(servicer, server):
                     servicer.ListAccessLogEntries,
                     request_deserializer=clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ListAccessLogEntriesRequest.FromString,
                     response_serializer=clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ListAccessLogEntriesResponse.SerializeToString,
+            ),
+            'ExportChart': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportChart,
+                    request_deserializer=clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ExportChartRequest.FromString,
+                    response_serializer=clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ExportChartResponse.SerializeToString,
+            ),
+            'ListChartVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChartVersions,
+                    request_deserializer=clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ListChartVersionsRequest.FromString,
+                    response_serializer=clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ListChartVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1038,6 +1079,60 @@ class MedicalRecordsService:
             '/clinic.medical_records.v1.MedicalRecordsService/ListAccessLogEntries',
             clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ListAccessLogEntriesRequest.SerializeToString,
             clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ListAccessLogEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportChart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clinic.medical_records.v1.MedicalRecordsService/ExportChart',
+            clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ExportChartRequest.SerializeToString,
+            clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ExportChartResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChartVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clinic.medical_records.v1.MedicalRecordsService/ListChartVersions',
+            clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ListChartVersionsRequest.SerializeToString,
+            clinic_dot_medical__records_dot_v1_dot_medical__records__service__pb2.ListChartVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -180,6 +180,19 @@ class MedicalRecordsServiceStub:
     Errors: INVALID_ARGUMENT (bad page_token); UNAUTHENTICATED; PERMISSION_DENIED; NOT_FOUND (a
     patient naming another chart).
     """
+    ExportChart: _grpc.UnaryUnaryMultiCallable[_medical_records_service_pb2.ExportChartRequest, _medical_records_service_pb2.ExportChartResponse]
+    """Exports the whole chart as a FHIR R4 Bundle (type "collection"): a Patient reference, Encounter,
+    Condition, MedicationRequest, AllergyIntolerance and Observation resources. Audited as a read.
+    Callers: the patient; a doctor with access.
+    Errors: INVALID_ARGUMENT (patient_id not a UUID); UNAUTHENTICATED; PERMISSION_DENIED (no access;
+    nurse, receptionist, admin, analyst); NOT_FOUND (unknown patient, or another patient's chart).
+    """
+    ListChartVersions: _grpc.UnaryUnaryMultiCallable[_medical_records_service_pb2.ListChartVersionsRequest, _medical_records_service_pb2.ListChartVersionsResponse]
+    """Lists the versions of the chart's running notes and allergies, newest first (UpdateChart never
+    overwrites: each update adds a version).
+    Callers: the patient; a doctor with access.
+    Errors: INVALID_ARGUMENT (bad page_token); UNAUTHENTICATED; PERMISSION_DENIED; NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class MedicalRecordsServiceAsyncStub(MedicalRecordsServiceStub):
@@ -332,6 +345,19 @@ class MedicalRecordsServiceAsyncStub(MedicalRecordsServiceStub):
     and on what ground, never clinical content.
     Errors: INVALID_ARGUMENT (bad page_token); UNAUTHENTICATED; PERMISSION_DENIED; NOT_FOUND (a
     patient naming another chart).
+    """
+    ExportChart: _aio.UnaryUnaryMultiCallable[_medical_records_service_pb2.ExportChartRequest, _medical_records_service_pb2.ExportChartResponse]  # type: ignore[assignment]
+    """Exports the whole chart as a FHIR R4 Bundle (type "collection"): a Patient reference, Encounter,
+    Condition, MedicationRequest, AllergyIntolerance and Observation resources. Audited as a read.
+    Callers: the patient; a doctor with access.
+    Errors: INVALID_ARGUMENT (patient_id not a UUID); UNAUTHENTICATED; PERMISSION_DENIED (no access;
+    nurse, receptionist, admin, analyst); NOT_FOUND (unknown patient, or another patient's chart).
+    """
+    ListChartVersions: _aio.UnaryUnaryMultiCallable[_medical_records_service_pb2.ListChartVersionsRequest, _medical_records_service_pb2.ListChartVersionsResponse]  # type: ignore[assignment]
+    """Lists the versions of the chart's running notes and allergies, newest first (UpdateChart never
+    overwrites: each update adds a version).
+    Callers: the patient; a doctor with access.
+    Errors: INVALID_ARGUMENT (bad page_token); UNAUTHENTICATED; PERMISSION_DENIED; NOT_FOUND.
     """
 
 class MedicalRecordsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -602,6 +628,31 @@ class MedicalRecordsServiceServicer(metaclass=_abc_1.ABCMeta):
         and on what ground, never clinical content.
         Errors: INVALID_ARGUMENT (bad page_token); UNAUTHENTICATED; PERMISSION_DENIED; NOT_FOUND (a
         patient naming another chart).
+        """
+
+    @_abc_1.abstractmethod
+    def ExportChart(
+        self,
+        request: _medical_records_service_pb2.ExportChartRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_medical_records_service_pb2.ExportChartResponse, _abc.Awaitable[_medical_records_service_pb2.ExportChartResponse]]:
+        """Exports the whole chart as a FHIR R4 Bundle (type "collection"): a Patient reference, Encounter,
+        Condition, MedicationRequest, AllergyIntolerance and Observation resources. Audited as a read.
+        Callers: the patient; a doctor with access.
+        Errors: INVALID_ARGUMENT (patient_id not a UUID); UNAUTHENTICATED; PERMISSION_DENIED (no access;
+        nurse, receptionist, admin, analyst); NOT_FOUND (unknown patient, or another patient's chart).
+        """
+
+    @_abc_1.abstractmethod
+    def ListChartVersions(
+        self,
+        request: _medical_records_service_pb2.ListChartVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_medical_records_service_pb2.ListChartVersionsResponse, _abc.Awaitable[_medical_records_service_pb2.ListChartVersionsResponse]]:
+        """Lists the versions of the chart's running notes and allergies, newest first (UpdateChart never
+        overwrites: each update adds a version).
+        Callers: the patient; a doctor with access.
+        Errors: INVALID_ARGUMENT (bad page_token); UNAUTHENTICATED; PERMISSION_DENIED; NOT_FOUND.
         """
 
 def add_MedicalRecordsServiceServicer_to_server(servicer: MedicalRecordsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -168,6 +168,8 @@ class _AccessActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccessAc
     """Clinical content was read."""
     ACCESS_ACTION_WRITE: _AccessAction.ValueType  # 2
     """Clinical content was created or changed."""
+    ACCESS_ACTION_ACCESS_CHANGE: _AccessAction.ValueType  # 3
+    """Access itself changed: a request, a grant, a denial of a request, a revocation, break-the-glass."""
 
 class AccessAction(_AccessAction, metaclass=_AccessActionEnumTypeWrapper):
     """Read or write."""
@@ -178,7 +180,41 @@ ACCESS_ACTION_READ: AccessAction.ValueType  # 1
 """Clinical content was read."""
 ACCESS_ACTION_WRITE: AccessAction.ValueType  # 2
 """Clinical content was created or changed."""
+ACCESS_ACTION_ACCESS_CHANGE: AccessAction.ValueType  # 3
+"""Access itself changed: a request, a grant, a denial of a request, a revocation, break-the-glass."""
 Global___AccessAction: _TypeAlias = AccessAction  # noqa: Y015
+
+class _AccessOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AccessOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccessOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACCESS_OUTCOME_UNSPECIFIED: _AccessOutcome.ValueType  # 0
+    """Not set; never stored."""
+    ACCESS_OUTCOME_ALLOWED: _AccessOutcome.ValueType  # 1
+    """Allowed and done."""
+    ACCESS_OUTCOME_DENIED: _AccessOutcome.ValueType  # 2
+    """Refused (no care relationship, grant or emergency access; a role that never reads content)."""
+    ACCESS_OUTCOME_INTEGRITY_ERROR: _AccessOutcome.ValueType  # 3
+    """Allowed, but stored content failed its integrity check (e.g. a ciphertext moved between rows):
+    nothing was shown.
+    """
+
+class AccessOutcome(_AccessOutcome, metaclass=_AccessOutcomeEnumTypeWrapper):
+    """What became of an access attempt."""
+
+ACCESS_OUTCOME_UNSPECIFIED: AccessOutcome.ValueType  # 0
+"""Not set; never stored."""
+ACCESS_OUTCOME_ALLOWED: AccessOutcome.ValueType  # 1
+"""Allowed and done."""
+ACCESS_OUTCOME_DENIED: AccessOutcome.ValueType  # 2
+"""Refused (no care relationship, grant or emergency access; a role that never reads content)."""
+ACCESS_OUTCOME_INTEGRITY_ERROR: AccessOutcome.ValueType  # 3
+"""Allowed, but stored content failed its integrity check (e.g. a ciphertext moved between rows):
+nothing was shown.
+"""
+Global___AccessOutcome: _TypeAlias = AccessOutcome  # noqa: Y015
 
 class _AccessBasis:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -187,7 +223,7 @@ class _AccessBasis:
 class _AccessBasisEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccessBasis.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ACCESS_BASIS_UNSPECIFIED: _AccessBasis.ValueType  # 0
-    """Not set; never stored."""
+    """None: the access was denied, or the actor is an admin managing access."""
     ACCESS_BASIS_SELF: _AccessBasis.ValueType  # 1
     """The patient reading their own chart."""
     ACCESS_BASIS_CARE_RELATIONSHIP: _AccessBasis.ValueType  # 2
@@ -201,7 +237,7 @@ class AccessBasis(_AccessBasis, metaclass=_AccessBasisEnumTypeWrapper):
     """On what ground access was allowed."""
 
 ACCESS_BASIS_UNSPECIFIED: AccessBasis.ValueType  # 0
-"""Not set; never stored."""
+"""None: the access was denied, or the actor is an admin managing access."""
 ACCESS_BASIS_SELF: AccessBasis.ValueType  # 1
 """The patient reading their own chart."""
 ACCESS_BASIS_CARE_RELATIONSHIP: AccessBasis.ValueType  # 2
@@ -227,10 +263,16 @@ class Chart(_message.Message):
     PRESCRIPTIONS_FIELD_NUMBER: _builtins.int
     VITAL_SIGNS_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    TRUNCATED_SECTIONS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     patient_id: _builtins.str
     """The patient (a user id); the chart is a singleton of the patient."""
     running_notes: _builtins.str
-    """Free-text running notes (problem list, things to remember); changed with UpdateChart."""
+    """Free-text running notes (problem list, things to remember); changed with UpdateChart, which keeps
+    every earlier version.
+    """
+    version: _builtins.int
+    """Version of the running notes and allergies: 0 before the first UpdateChart, plus one per update."""
     @_builtins.property
     def allergies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Allergy]:
         """Known allergies; changed with UpdateChart (the whole list is replaced)."""
@@ -259,6 +301,12 @@ class Chart(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When anything in the chart last changed."""
 
+    @_builtins.property
+    def truncated_sections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sections cut at the request's page_size (e.g. "notes"): list them with their own RPC or ask for a
+        larger page.
+        """
+
     def __init__(
         self,
         *,
@@ -271,14 +319,58 @@ class Chart(_message.Message):
         prescriptions: _abc.Iterable[Global___Prescription] | None = ...,
         vital_signs: _abc.Iterable[Global___VitalSigns] | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        truncated_sections: _abc.Iterable[_builtins.str] | None = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allergies", b"allergies", "diagnoses", b"diagnoses", "encounters", b"encounters", "notes", b"notes", "patient_id", b"patient_id", "prescriptions", b"prescriptions", "running_notes", b"running_notes", "update_time", b"update_time", "vital_signs", b"vital_signs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allergies", b"allergies", "diagnoses", b"diagnoses", "encounters", b"encounters", "notes", b"notes", "patient_id", b"patient_id", "prescriptions", b"prescriptions", "running_notes", b"running_notes", "truncated_sections", b"truncated_sections", "update_time", b"update_time", "version", b"version", "vital_signs", b"vital_signs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Chart: _TypeAlias = Chart  # noqa: Y015
+
+@_typing.final
+class ChartVersion(_message.Message):
+    """One version of a chart's running notes and allergies, as an UpdateChart left them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    RUNNING_NOTES_FIELD_NUMBER: _builtins.int
+    ALLERGIES_FIELD_NUMBER: _builtins.int
+    AUTHOR_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """Version number (1 is the first update)."""
+    running_notes: _builtins.str
+    """Running notes as of this version."""
+    author_id: _builtins.str
+    """Who made this version."""
+    @_builtins.property
+    def allergies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Allergy]:
+        """Allergies as of this version."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        running_notes: _builtins.str = ...,
+        allergies: _abc.Iterable[Global___Allergy] | None = ...,
+        author_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allergies", b"allergies", "author_id", b"author_id", "create_time", b"create_time", "running_notes", b"running_notes", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChartVersion: _TypeAlias = ChartVersion  # noqa: Y015
 
 @_typing.final
 class Allergy(_message.Message):
@@ -489,6 +581,7 @@ class Diagnosis(_message.Message):
     DIAGNOSED_BY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CODE_TITLE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id (UUID), assigned by the service."""
     patient_id: _builtins.str
@@ -496,13 +589,15 @@ class Diagnosis(_message.Message):
     encounter_id: _builtins.str
     """The encounter in which it was made, if any."""
     code: _builtins.str
-    """ICD-10 code (e.g. "J45.909")."""
+    """ICD-10 code (e.g. "J45.909"), validated against the ICD-10-CM code list."""
     description: _builtins.str
-    """Description (e.g. "Unspecified asthma, uncomplicated")."""
+    """Description (e.g. "Unspecified asthma, uncomplicated"); the code's title when left empty."""
     status: Global___DiagnosisStatus.ValueType
     """Status; ACTIVE when made."""
     diagnosed_by: _builtins.str
     """The doctor who made it."""
+    code_title: _builtins.str
+    """The code's title in the ICD-10-CM code list."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was recorded."""
@@ -523,10 +618,11 @@ class Diagnosis(_message.Message):
         diagnosed_by: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        code_title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "description", b"description", "diagnosed_by", b"diagnosed_by", "encounter_id", b"encounter_id", "id", b"id", "patient_id", b"patient_id", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "code_title", b"code_title", "create_time", b"create_time", "description", b"description", "diagnosed_by", b"diagnosed_by", "encounter_id", b"encounter_id", "id", b"id", "patient_id", b"patient_id", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -549,6 +645,8 @@ class Prescription(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id (UUID), assigned by the service."""
     patient_id: _builtins.str
@@ -567,6 +665,10 @@ class Prescription(_message.Message):
     """Length of the course in days; 0 for ongoing medication."""
     status: Global___PrescriptionStatus.ValueType
     """Status; ACTIVE when prescribed."""
+    strength: _builtins.str
+    """Strength of the product (e.g. "500 mg/5 ml"); empty when the dose says it all."""
+    route: _builtins.str
+    """Route of administration (e.g. "oral", "IV")."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was prescribed."""
@@ -589,10 +691,12 @@ class Prescription(_message.Message):
         status: Global___PrescriptionStatus.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        strength: _builtins.str = ...,
+        route: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dose", b"dose", "drug", b"drug", "duration_days", b"duration_days", "encounter_id", b"encounter_id", "frequency", b"frequency", "id", b"id", "patient_id", b"patient_id", "prescriber_id", b"prescriber_id", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dose", b"dose", "drug", b"drug", "duration_days", b"duration_days", "encounter_id", b"encounter_id", "frequency", b"frequency", "id", b"id", "patient_id", b"patient_id", "prescriber_id", b"prescriber_id", "route", b"route", "status", b"status", "strength", b"strength", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -840,6 +944,11 @@ class AccessLogEntry(_message.Message):
     ACCESS_GRANT_ID_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    EMERGENCY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id (UUID)."""
     patient_id: _builtins.str
@@ -856,6 +965,16 @@ class AccessLogEntry(_message.Message):
     """The grant used, for GRANT and EMERGENCY."""
     method: _builtins.str
     """The RPC called (e.g. "GetChart", "CreateNote")."""
+    outcome: Global___AccessOutcome.ValueType
+    """What became of it."""
+    reason: _builtins.str
+    """Why: an emergency justification or an access request's reason, shown to the patient and admins."""
+    request_id: _builtins.str
+    """The request id of the call (for tracing), "" when none."""
+    sequence: _builtins.int
+    """Position in the hash chain of the log (1 is the first entry ever written)."""
+    emergency: _builtins.bool
+    """True for break-the-glass and for any access on an emergency grant, so it stands out."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -872,10 +991,15 @@ class AccessLogEntry(_message.Message):
         access_grant_id: _builtins.str = ...,
         method: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        outcome: Global___AccessOutcome.ValueType = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+        emergency: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_grant_id", b"access_grant_id", "action", b"action", "actor_id", b"actor_id", "actor_role", b"actor_role", "basis", b"basis", "create_time", b"create_time", "id", b"id", "method", b"method", "patient_id", b"patient_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_grant_id", b"access_grant_id", "action", b"action", "actor_id", b"actor_id", "actor_role", b"actor_role", "basis", b"basis", "create_time", b"create_time", "emergency", b"emergency", "id", b"id", "method", b"method", "outcome", b"outcome", "patient_id", b"patient_id", "reason", b"reason", "request_id", b"request_id", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

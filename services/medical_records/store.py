@@ -1,5 +1,0 @@
-"""Tables of the medical records database."""
-
-from clinic_platform.db import new_metadata
-
-metadata = new_metadata()
