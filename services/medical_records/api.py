@@ -13,14 +13,13 @@ from clinic_platform import auth
 from clinic_platform.auth import Role
 from clinic_platform.convert import enum_name, from_timestamp, mask_paths, parse_enum, parse_uuid
 from clinic_platform.errors import InvalidArgument, NotFound, PermissionDenied
-from clinic_platform.idempotency import IdempotencyKeys
 from clinic_platform.pagination import page_request
 from medical_records import convert, domain, fhir
 from medical_records.audit import AuditLog
 from medical_records.chart_reads import ChartReads
 from medical_records.chart_writes import ChartWrites
 from medical_records.grants import Grants
-from medical_records.idempotent import Once
+from medical_records.idempotent import Once, Retries
 
 
 def _patient(request) -> str:
@@ -33,16 +32,16 @@ def _optional_id(value: str, field: str) -> str | None:
 
 class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     def __init__(
-        self, reads: ChartReads, writes: ChartWrites, grants: Grants, log: AuditLog, keys: IdempotencyKeys
+        self, reads: ChartReads, writes: ChartWrites, grants: Grants, log: AuditLog, retries: Retries
     ) -> None:
         self.reads = reads
         self.writes = writes
         self.grants = grants
         self.log = log
-        self.keys = keys
+        self.retries = retries
 
     def _once(self, rpc: str, request, response_type, answer) -> Once:
-        return Once(self.keys, rpc, request, response_type, answer)
+        return Once(self.retries, rpc, request, response_type, answer)
 
     # -- the chart ------------------------------------------------------------------------------
     async def GetChart(self, request, context):

@@ -19,6 +19,7 @@ from medical_records.consumers import APPOINTMENT_HANDLERS, USER_HANDLERS
 from medical_records.crypto import DataKeyCache, KeyRing
 from medical_records.gate import Gate
 from medical_records.grants import Grants
+from medical_records.idempotent import Retries
 from medical_records.settings import Settings
 
 
@@ -41,7 +42,7 @@ def build(settings: Settings) -> ServiceApp:
         ChartWrites(gate, keys, outbox, reads),
         Grants(db, outbox, emergency_hours=settings.emergency_access_hours),
         AuditLog(db),
-        IdempotencyKeys(store.metadata),
+        Retries(IdempotencyKeys(store.metadata), keys),
     )
     app.add_servicer(
         rpc.add_MedicalRecordsServiceServicer_to_server, api, pb.DESCRIPTOR, "MedicalRecordsService"
