@@ -24,9 +24,9 @@ from medical_records.settings import Settings
 
 
 def build(settings: Settings) -> ServiceApp:
-    if not settings.records_kek:
+    if not settings.records_kek.get_secret_value():
         raise SystemExit("RECORDS_KEK is not set: the key-encryption key ('<id>:<base64 32 bytes>')")
-    ring = KeyRing(settings.records_kek, settings.records_old_keks)
+    ring = KeyRing(settings.records_kek.get_secret_value(), settings.records_old_keks.get_secret_value())
     app = ServiceApp(settings)
     db = app.use_database(store.metadata)
     app.authenticate()
@@ -40,7 +40,9 @@ def build(settings: Settings) -> ServiceApp:
     api = MedicalRecordsApi(
         reads,
         ChartWrites(gate, keys, outbox, reads),
-        Grants(db, outbox, emergency_hours=settings.emergency_access_hours),
+        Grants(
+            db, outbox, emergency_hours=settings.emergency_access_hours, grant_days=settings.access_grant_days
+        ),
         AuditLog(db),
         Retries(IdempotencyKeys(store.metadata), keys),
     )
