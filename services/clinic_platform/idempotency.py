@@ -21,6 +21,7 @@ Fingerprints leave out `secret_fields` (passwords), so no secret is stored, not 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import uuid
 from typing import Any, TypeVar
 
@@ -49,13 +50,18 @@ def checked(request_id: str) -> str:
     return request_id
 
 
-def fingerprint(request: Message, secret_fields: tuple[str, ...] = ()) -> str:
+def fingerprint(request: Message, secret_fields: tuple[str, ...] = (), key: bytes | None = None) -> str:
+    """The request without its request_id (and secrets), hashed; with `key`, an HMAC, for requests
+    whose few possible values a plain hash would give away (a diagnosis code)."""
     copy = type(request)()
     copy.CopyFrom(request)
     for name in ("request_id", *secret_fields):
         if name in copy.DESCRIPTOR.fields_by_name:
             copy.ClearField(name)
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+    data = copy.SerializeToString(deterministic=True)
+    if key is not None:
+        return hmac.new(key, data, hashlib.sha256).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 class IdempotencyKeys:
@@ -72,11 +78,12 @@ class IdempotencyKeys:
         *,
         secret_fields: tuple[str, ...] = (),
         what: str = "request",
+        fingerprint_key: bytes | None = None,
     ) -> R | None:
         """None when this request is new (go ahead); the earlier response when it is a retry.
         `what` names the request in the error for a reused key ("... for a different booking")."""
         checked(request_id)
-        request_print = fingerprint(request, secret_fields)
+        request_print = fingerprint(request, secret_fields, fingerprint_key)
         claimed = await session.execute(
             insert(self.table)
             .values(scope=scope, request_id=request_id, fingerprint=request_print)

@@ -13,14 +13,13 @@ from clinic_platform import auth
 from clinic_platform.auth import Role
 from clinic_platform.convert import enum_name, from_timestamp, mask_paths, parse_enum, parse_uuid
 from clinic_platform.errors import InvalidArgument, NotFound, PermissionDenied
-from clinic_platform.idempotency import IdempotencyKeys
 from clinic_platform.pagination import page_request
-from medical_records import convert, domain, fhir
+from medical_records import convert, domain, fhir, policy
 from medical_records.audit import AuditLog
 from medical_records.chart_reads import ChartReads
 from medical_records.chart_writes import ChartWrites
 from medical_records.grants import Grants
-from medical_records.idempotent import Once
+from medical_records.idempotent import Once, Retries
 
 
 def _patient(request) -> str:
@@ -33,16 +32,16 @@ def _optional_id(value: str, field: str) -> str | None:
 
 class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
     def __init__(
-        self, reads: ChartReads, writes: ChartWrites, grants: Grants, log: AuditLog, keys: IdempotencyKeys
+        self, reads: ChartReads, writes: ChartWrites, grants: Grants, log: AuditLog, retries: Retries
     ) -> None:
         self.reads = reads
         self.writes = writes
         self.grants = grants
         self.log = log
-        self.keys = keys
+        self.retries = retries
 
     def _once(self, rpc: str, request, response_type, answer) -> Once:
-        return Once(self.keys, rpc, request, response_type, answer)
+        return Once(self.retries, rpc, request, response_type, answer)
 
     # -- the chart ------------------------------------------------------------------------------
     async def GetChart(self, request, context):
@@ -243,12 +242,14 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
         page = page_request(
             request.page_size, request.page_token, {"status": status}, default=50, maximum=200
         )
+        me = auth.caller()
         found = await self.grants.list_requests(
-            auth.caller(), _patient(request), status, convert.after_token(page), page.size + 1
+            me, _patient(request), status, convert.after_token(page), page.size + 1
         )
         found, token = page.take(found, convert.newest_key)
         return pb.ListAccessRequestsResponse(
-            access_requests=[convert.access_request(a) for a in found], next_page_token=token
+            access_requests=[convert.access_request(policy.readable_request(me, a)) for a in found],
+            next_page_token=token,
         )
 
     async def DenyAccessRequest(self, request, context):
@@ -277,20 +278,22 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
 
     async def ListAccessGrants(self, request, context):
         page = page_request(request.page_size, request.page_token, default=50, maximum=200)
-        found = await self.grants.list_grants(
-            auth.caller(), _patient(request), convert.after_token(page), page.size + 1
-        )
+        me = auth.caller()
+        found = await self.grants.list_grants(me, _patient(request), convert.after_token(page), page.size + 1)
         found, token = page.take(found, convert.newest_key)
         now = datetime.now(UTC)
         return pb.ListAccessGrantsResponse(
-            access_grants=[convert.access_grant(g, now) for g in found], next_page_token=token
+            access_grants=[convert.access_grant(policy.readable_grant(me, g), now) for g in found],
+            next_page_token=token,
         )
 
     async def RevokeAccessGrant(self, request, context):
+        me = auth.caller()
         revoked = await self.grants.revoke(
-            auth.caller(), _patient(request), str(parse_uuid(request.access_grant_id, "access_grant_id"))
+            me, _patient(request), str(parse_uuid(request.access_grant_id, "access_grant_id"))
         )
-        return pb.RevokeAccessGrantResponse(access_grant=convert.access_grant(revoked, datetime.now(UTC)))
+        readable = policy.readable_grant(me, revoked)
+        return pb.RevokeAccessGrantResponse(access_grant=convert.access_grant(readable, datetime.now(UTC)))
 
     async def BreakGlass(self, request, context):
         justification = request.justification.strip()
@@ -322,5 +325,6 @@ class MedicalRecordsApi(rpc.MedicalRecordsServiceServicer):
         found = await self.log.entries(me, patient_id, actor_id, convert.number_token(page), page.size + 1)
         found, token = page.take(found, lambda e: [e.sequence])
         return pb.ListAccessLogEntriesResponse(
-            access_log_entries=[convert.log_entry(e) for e in found], next_page_token=token
+            access_log_entries=[convert.log_entry(policy.readable_entry(me, e)) for e in found],
+            next_page_token=token,
         )

@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from clinic_platform.auth import Caller, Role
@@ -45,6 +45,8 @@ class Event:
     grant_id: str | None = None
     reason: str = ""
     emergency: bool = False
+    # Taken where the event happens: batched entries are written by another task.
+    request_id: str = field(default_factory=lambda: current_request_id() or "")
 
     @classmethod
     def of(
@@ -79,7 +81,7 @@ def entry_values(entry_id: str, event: Event, now: datetime) -> dict:
         "method": event.method,
         "outcome": event.outcome,
         "reason": event.reason,
-        "request_id": current_request_id() or "",
+        "request_id": event.request_id,
         "emergency": event.emergency,
         "create_time": now.astimezone(UTC).isoformat(),
     }
@@ -259,7 +261,9 @@ async def _main(argv: list[str]) -> int:
         return 2
     conn = await store.connect(Settings().database_url)
     try:
-        verdict = await verify(conn)
+        # One snapshot: entries appended while the walk runs must not look like a broken head.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            verdict = await verify(conn)
     finally:
         await conn.close()
     if verdict.intact:

@@ -63,6 +63,7 @@ class ChartWrites:
         async with self.gate.chart(me, patient_id, Action.WRITE, sections, "UpdateChart") as (tx, _):
             cipher = await sealed_rows.cipher(tx, self.keys, patient_id, create=True)
             pid = uuid.UUID(patient_id)
+            await sql.lock_versions(tx.conn, pid)
             current = await sql.latest_version(tx.conn, pid)
             before = sealed_rows.version(cipher, patient_id, current, ALL_SECTIONS) if current else None
             notes = running_notes if "running_notes" in paths else (before.running_notes if before else "")
@@ -73,6 +74,7 @@ class ChartWrites:
             await sql.add_version(
                 tx.conn,
                 pid,
+                version,
                 cipher.seal("chart_versions", row_id, "running_notes", notes),
                 cipher.seal("chart_versions", row_id, "allergies", json.dumps([asdict(a) for a in kept])),
                 uuid.UUID(me.user_id),

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from clinic_platform.errors import ServiceError
 FORMAT = 1  # the first byte of every sealed value
 NONCE_BYTES = 12
 KEY_BYTES = 32
+FINGERPRINT_LABEL = b"clinic.medical_records.fingerprint"
 
 
 class DataLoss(ServiceError):
@@ -120,50 +123,58 @@ class FieldCipher:
     def __init__(self, patient_id: str, data_key: bytes) -> None:
         self.patient_id = patient_id
         self._aead = AESGCM(data_key)
+        # For HMACs over this patient's requests (idempotency fingerprints), never for sealing.
+        self.fingerprint_key = hmac.new(data_key, FINGERPRINT_LABEL, hashlib.sha256).digest()
 
     def _aad(self, table: str, row_id: str, field: str) -> bytes:
         return f"clinic.medical_records|{self.patient_id}|{table}|{row_id}|{field}".encode()
 
     def seal(self, table: str, row_id: str, field: str, value: str) -> bytes:
+        return self.seal_bytes(table, row_id, field, value.encode())
+
+    def seal_bytes(self, table: str, row_id: str, field: str, value: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, value.encode(), self._aad(table, row_id, field))
+        sealed = self._aead.encrypt(nonce, value, self._aad(table, row_id, field))
         return bytes([FORMAT]) + nonce + sealed
 
     def open(self, table: str, row_id: str, field: str, blob: bytes) -> str:
+        return self.open_bytes(table, row_id, field, blob).decode()
+
+    def open_bytes(self, table: str, row_id: str, field: str, blob: bytes) -> bytes:
         if len(blob) < 1 + NONCE_BYTES + 16 or blob[0] != FORMAT:
             raise Tampered(table, row_id, field)
         try:
-            plain = self._aead.decrypt(
+            return self._aead.decrypt(
                 blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :], self._aad(table, row_id, field)
             )
         except InvalidTag:
             raise Tampered(table, row_id, field) from None
-        return plain.decode()
 
 
 class DataKeyCache:
-    """Unwrapped data keys by patient (LRU), so reads do not unwrap on every call."""
+    """Unwrapped data keys by patient (LRU), so reads do not unwrap on every call. Each key is kept
+    with the wrapped key it came from and used only while that is what the database holds: a key
+    made by a write that rolled back never seals anything after another writer's key was stored."""
 
     def __init__(self, ring: KeyRing, size: int = 10_000) -> None:
         self.ring = ring
         self.size = size
-        self._keys: OrderedDict[str, bytes] = OrderedDict()
+        self._keys: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()  # patient -> (wrapped, key)
 
     def new_key(self, patient_id: str) -> tuple[bytes, WrappedKey]:
         data_key = AESGCM.generate_key(bit_length=256)
         return data_key, self.ring.wrap(patient_id, data_key)
 
     def cipher(self, patient_id: str, wrapped: WrappedKey) -> FieldCipher:
-        data_key = self._keys.get(patient_id)
-        if data_key is None:
-            data_key = self.ring.unwrap(patient_id, wrapped)
-            self._keys[patient_id] = data_key
-            if len(self._keys) > self.size:
-                self._keys.popitem(last=False)
-        else:
+        cached = self._keys.get(patient_id)
+        if cached is not None and cached[0] == wrapped.wrapped:
             self._keys.move_to_end(patient_id)
-        return FieldCipher(patient_id, data_key)
+            return FieldCipher(patient_id, cached[1])
+        return self.remember(patient_id, wrapped, self.ring.unwrap(patient_id, wrapped))
 
-    def remember(self, patient_id: str, data_key: bytes) -> FieldCipher:
-        self._keys[patient_id] = data_key
+    def remember(self, patient_id: str, wrapped: WrappedKey, data_key: bytes) -> FieldCipher:
+        self._keys[patient_id] = (wrapped.wrapped, data_key)
+        self._keys.move_to_end(patient_id)
+        if len(self._keys) > self.size:
+            self._keys.popitem(last=False)
         return FieldCipher(patient_id, data_key)

@@ -28,10 +28,11 @@ def _uuid(value: str | None) -> uuid.UUID | None:
 class Grants:
     """Access requests, patient grants, revocation and break-the-glass; each audited and published."""
 
-    def __init__(self, db: Database, outbox: Outbox, *, emergency_hours: float) -> None:
+    def __init__(self, db: Database, outbox: Outbox, *, emergency_hours: float, grant_days: float) -> None:
         self.db = db
         self.outbox = outbox
         self.emergency = timedelta(hours=emergency_hours)
+        self.longest_grant = timedelta(days=grant_days)
 
     async def _known_patient(self, tx: store.Tx, patient_id: str) -> None:
         if await sql.user_role(tx.conn, uuid.UUID(patient_id)) != "PATIENT":
@@ -111,7 +112,7 @@ class Grants:
         async with store.transaction(self.db) as tx:
             if (earlier := await once.earlier(tx, me)) is not None:
                 return earlier  # a retry: the first answer, even once its expire_time has passed
-            policy.check_expiry(expire_time, now)
+            expire_time = policy.grant_end(expire_time, now, self.longest_grant)
             role = await sql.user_role(tx.conn, uuid.UUID(grantee_id))
             if role is None:
                 raise NotFound(f"user {grantee_id} not found")

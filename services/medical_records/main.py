@@ -19,13 +19,14 @@ from medical_records.consumers import APPOINTMENT_HANDLERS, USER_HANDLERS
 from medical_records.crypto import DataKeyCache, KeyRing
 from medical_records.gate import Gate
 from medical_records.grants import Grants
+from medical_records.idempotent import Retries
 from medical_records.settings import Settings
 
 
 def build(settings: Settings) -> ServiceApp:
-    if not settings.records_kek:
+    if not settings.records_kek.get_secret_value():
         raise SystemExit("RECORDS_KEK is not set: the key-encryption key ('<id>:<base64 32 bytes>')")
-    ring = KeyRing(settings.records_kek, settings.records_old_keks)
+    ring = KeyRing(settings.records_kek.get_secret_value(), settings.records_old_keks.get_secret_value())
     app = ServiceApp(settings)
     db = app.use_database(store.metadata)
     app.authenticate()
@@ -39,9 +40,11 @@ def build(settings: Settings) -> ServiceApp:
     api = MedicalRecordsApi(
         reads,
         ChartWrites(gate, keys, outbox, reads),
-        Grants(db, outbox, emergency_hours=settings.emergency_access_hours),
+        Grants(
+            db, outbox, emergency_hours=settings.emergency_access_hours, grant_days=settings.access_grant_days
+        ),
         AuditLog(db),
-        IdempotencyKeys(store.metadata),
+        Retries(IdempotencyKeys(store.metadata), keys),
     )
     app.add_servicer(
         rpc.add_MedicalRecordsServiceServicer_to_server, api, pb.DESCRIPTOR, "MedicalRecordsService"

@@ -4,7 +4,7 @@ medical_records.gate applies it (and audits it); the chart's own rules are in do
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -158,9 +158,15 @@ def check_decidable(request: AccessRequest, grantee_id: str | None = None) -> No
         raise FailedPrecondition("the access request is from someone else than access_grant.grantee_id")
 
 
-def check_expiry(expire_time: datetime | None, now: datetime) -> None:
-    if expire_time is not None and expire_time <= now:
+def grant_end(expire_time: datetime | None, now: datetime, longest: timedelta) -> datetime:
+    """When a patient's grant ends: the time they chose, or `longest` from now; every grant ends."""
+    if expire_time is None:
+        return now + longest
+    if expire_time <= now:
         raise InvalidArgument("access_grant.expire_time", "must be in the future")
+    if expire_time > now + longest:
+        raise InvalidArgument("access_grant.expire_time", f"must be at most {longest.days} days ahead")
+    return expire_time
 
 
 def may_manage_access(me: Caller, patient_id: str) -> None:
@@ -187,3 +193,19 @@ class LogEntry:
     request_id: str
     emergency: bool
     create_time: datetime
+
+
+# -- what a reader sees of access records ---------------------------------------------------------
+# A request's reason, a break-the-glass justification and a log entry's reason are free text that a
+# clinician wrote and may be clinical: only the chart's patient and the clinician who wrote it see
+# them. An admin sees the metadata (who, when, on which ground, what outcome), never the text.
+def readable_request(me: Caller, item: AccessRequest) -> AccessRequest:
+    return item if me.user_id in (item.patient_id, item.requester_id) else replace(item, reason="")
+
+
+def readable_grant(me: Caller, item: AccessGrant) -> AccessGrant:
+    return item if me.user_id in (item.patient_id, item.grantee_id) else replace(item, justification="")
+
+
+def readable_entry(me: Caller, item: LogEntry) -> LogEntry:
+    return item if me.user_id in (item.patient_id, item.actor_id) else replace(item, reason="")

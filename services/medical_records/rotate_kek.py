@@ -44,7 +44,7 @@ async def rotate(database_url: str, ring: KeyRing, batch: int = 200) -> dict[str
 
 def main() -> int:
     settings = Settings()
-    ring = KeyRing(settings.records_kek, settings.records_old_keks)
+    ring = KeyRing(settings.records_kek.get_secret_value(), settings.records_old_keks.get_secret_value())
     print(json.dumps(asyncio.run(rotate(settings.database_url, ring))))
     return 0
 

@@ -26,7 +26,7 @@ async def cipher(tx: store.Tx, keys: DataKeyCache, patient_id: str, *, create: b
         data_key, wrapped = keys.new_key(patient_id)
         row = await sql.add_data_key(tx.conn, uuid.UUID(patient_id), wrapped.kek_id, wrapped.wrapped)
         if bytes(row["wrapped_key"]) == wrapped.wrapped:
-            return keys.remember(patient_id, data_key)
+            return keys.remember(patient_id, wrapped, data_key)
     return keys.cipher(patient_id, WrappedKey(row["kek_id"], bytes(row["wrapped_key"])))
 
 

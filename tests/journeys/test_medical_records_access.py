@@ -205,9 +205,17 @@ def test_break_the_glass_opens_the_chart_at_once_for_a_while_and_stands_out_in_t
         ("BreakGlass", True, "ACCESS_BASIS_EMERGENCY"),
     ]
     assert log[1]["reason"] == "unconscious patient brought in by ambulance"
-    # Admins see the metadata of every chart; others none.
+    # Admins see the metadata of every chart, never the text a clinician wrote; others none.
     everything = edge.http.get("/v1/records/-/accessLog", headers=cast["admin"].auth)
     assert everything.status_code == 200 and everything.json()["accessLogEntries"]
+    as_admin = edge.http.get(f"/v1/records/{pid}/accessLog", headers=cast["admin"].auth).json()
+    glass = [e for e in as_admin["accessLogEntries"] if e["method"] == "BreakGlass" and e.get("emergency")]
+    assert [(e["actorId"], e.get("reason", "")) for e in glass] == [(doctor.user_id, "")]
+    grants = edge.http.get(f"/v1/records/{pid}/accessGrants", headers=cast["admin"].auth).json()[
+        "accessGrants"
+    ]
+    assert [g.get("justification", "") for g in grants] == [""]
+    assert "ambulance" not in everything.text
     assert edge.http.get(f"/v1/records/{pid}/accessLog", headers=cast["receptionist"].auth).status_code == 403
     assert (
         edge.http.get(f"/v1/records/{pid}/accessLog", headers=cast["other_patient"].auth).status_code == 404

@@ -71,10 +71,17 @@ def test_no_table_no_wal_segment_and_no_log_line_holds_a_note(clinic, mesh):
     edge, doctor = clinic
     patient = patient_in_care(edge, mesh, doctor)
     marker = f"marker-{uuid.uuid4().hex}"
-    written = note(edge, doctor, patient.user_id, subjective=f"patient says {marker}", plan=marker)
+    # With request_ids, as a retrying client sends them: the answers kept for retries hold the text.
+    written = edge.http.post(
+        f"/v1/records/{patient.user_id}/notes",
+        params={"request_id": str(uuid.uuid4())},
+        json={"subjective": f"patient says {marker}", "plan": marker},
+        headers=doctor.auth,
+    )
     assert written.status_code == 200, written.text
     diagnosis = edge.http.post(
         f"/v1/records/{patient.user_id}/diagnoses",
+        params={"request_id": str(uuid.uuid4())},
         json={"code": "F32.A", "description": marker},
         headers=doctor.auth,
     )

@@ -137,10 +137,14 @@ def test_only_a_pending_request_is_decided_and_only_for_its_requester():
         policy.check_decidable(request(), "doctor-2")
 
 
-def test_a_grant_ends_in_the_future_and_is_active_until_it_ends_or_is_revoked():
+def test_a_grant_ends_in_the_future_within_the_longest_and_is_active_until_it_ends_or_is_revoked():
+    longest = timedelta(days=90)
     with pytest.raises(InvalidArgument, match=r"access_grant\.expire_time"):
-        policy.check_expiry(NOW, NOW)
-    policy.check_expiry(None, NOW)
+        policy.grant_end(NOW, NOW, longest)
+    with pytest.raises(InvalidArgument, match=r"at most 90 days ahead"):
+        policy.grant_end(NOW + timedelta(days=91), NOW, longest)
+    assert policy.grant_end(None, NOW, longest) == NOW + longest  # every grant ends
+    assert policy.grant_end(NOW + timedelta(days=3), NOW, longest) == NOW + timedelta(days=3)
     grant = policy.AccessGrant("g", PATIENT, "d", "PATIENT", None, "", NOW + timedelta(hours=1), None, NOW)
     assert grant.active(NOW) and not grant.active(NOW + timedelta(hours=1))
     revoked = policy.AccessGrant("g", PATIENT, "d", "PATIENT", None, "", None, NOW, NOW)

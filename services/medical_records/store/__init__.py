@@ -1,5 +1,5 @@
 """Every table and query of the medical records service (SQL on the transaction's asyncpg
-connection; the schema is `migrations/versions/0001_records.py`).
+connection; the schema is `migrations/versions/0001_records.py`, declared in tables.py).
 
     async with store.transaction(db) as tx:      # tx.session for the kit (outbox, idempotency)
         row = await chart.encounter(tx.conn, encounter_id)
@@ -15,9 +15,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinic_platform.db import Database, new_metadata, raw_connection
-
-metadata = new_metadata()  # the kit's tables; ours are plain SQL below
+from clinic_platform.db import Database, raw_connection
+from medical_records.store.tables import metadata as metadata  # the kit's tables and ours
 
 
 @dataclass

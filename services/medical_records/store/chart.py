@@ -221,13 +221,19 @@ async def prescription(conn, patient_id, prescription_id, *, lock: bool = False)
 
 
 # -- writing ------------------------------------------------------------------------------------
-async def add_version(conn, patient_id, running_notes: bytes, allergies: bytes, author_id, now) -> int:
-    """The next chart version (the primary key refuses a concurrent twin: the caller retries)."""
-    return await conn.fetchval(
+async def lock_versions(conn, patient_id) -> None:
+    """Serialise a patient's chart updates: the next version is sealed for its number, so two
+    updates must not both read the same latest one (the data key's row is the chart's lock)."""
+    await conn.execute("SELECT 1 FROM data_keys WHERE patient_id = $1 FOR UPDATE", patient_id)
+
+
+async def add_version(conn, patient_id, version: int, running_notes: bytes, allergies: bytes, author_id, now):
+    """Version `version` of the chart, exactly the number its ciphertexts are sealed for."""
+    await conn.execute(
         "INSERT INTO chart_versions (patient_id, version, running_notes, allergies, author_id, create_time)"
-        " SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5 FROM chart_versions WHERE patient_id = $1"
-        " RETURNING version",
+        " VALUES ($1, $2, $3, $4, $5, $6)",
         patient_id,
+        version,
         running_notes,
         allergies,
         author_id,
