@@ -98,8 +98,7 @@ def test_every_role_gets_exactly_its_cells_and_every_refusal_is_audited(people, 
     entries = [e for e in log_entries(mesh, pid) if e["actor_id"] == person.user_id]
     denied = {e["method"] for e in entries if e["outcome"] == "DENIED"}
     allowed = {e["method"] for e in entries if e["outcome"] == "ALLOWED"}
-    # ExportChart is refused to a nurse before the chart is opened; every other refusal is logged.
-    assert denied == ALL - ALLOWED[who] - ({"ExportChart"} if who.startswith("nurse") else set())
+    assert denied == ALL - ALLOWED[who]
     assert ALLOWED[who] <= allowed
 
 
