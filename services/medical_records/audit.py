@@ -17,14 +17,15 @@ import json
 import logging
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from clinic_platform.auth import Caller, Role
 from clinic_platform.context import current_request_id
 from clinic_platform.db import Database
 from clinic_platform.errors import PermissionDenied, Unavailable
-from medical_records import store
+from medical_records import policy, sealed_rows, store
+from medical_records.crypto import DataKeyCache
 from medical_records.policy import Action, Basis, Decision, LogEntry
 from medical_records.store import audit as sql
 
@@ -207,15 +208,30 @@ def to_entry(row) -> LogEntry:
 class AuditLog:
     """Reading the log: a patient their own chart's entries, an admin any (metadata only)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, keys: DataKeyCache) -> None:
         self.db = db
+        self.keys = keys
 
     async def entries(self, me: Caller, patient_id: str | None, actor_id: str | None, before, limit: int):
+        """Entries newest first; a clinician's text in them is opened only for the chart's patient
+        and its author, and blank for everyone else."""
         if me.role not in (Role.PATIENT, Role.ADMIN):
             raise PermissionDenied("only the patient and admins read a chart's access log")
-        async with store.transaction(self.db) as tx:
+        async with store.connection(self.db) as tx:
             rows = await sql.page(tx.conn, _uuid(patient_id), _uuid(actor_id), before, limit)
-        return [to_entry(r) for r in rows]
+            entries, ciphers = [], {}
+            for entry in map(to_entry, rows):
+                if me.user_id in (entry.patient_id, entry.actor_id) and entry.patient_id:
+                    if entry.patient_id not in ciphers:
+                        ciphers[entry.patient_id] = await sealed_rows.cipher(
+                            tx, self.keys, entry.patient_id, create=False
+                        )
+                    cipher = ciphers[entry.patient_id]
+                    text = sealed_rows.open_text(cipher, "access_log", "", "reason", entry.reason)
+                    entries.append(replace(entry, reason=text))
+                else:
+                    entries.append(policy.readable_entry(me, entry))
+        return entries
 
 
 @dataclass(frozen=True)

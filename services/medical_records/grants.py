@@ -15,9 +15,11 @@ from clinic_platform.convert import timestamp
 from clinic_platform.db import Database
 from clinic_platform.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
 from clinic_platform.outbox import Outbox
-from medical_records import audit, policy, store
+from medical_records import audit, policy, sealed_rows, store
+from medical_records.crypto import DataKeyCache, FieldCipher
 from medical_records.idempotent import Once
 from medical_records.policy import Action, Basis
+from medical_records.sealed_rows import open_text, seal_text
 from medical_records.store import access as sql
 
 
@@ -28,11 +30,17 @@ def _uuid(value: str | None) -> uuid.UUID | None:
 class Grants:
     """Access requests, patient grants, revocation and break-the-glass; each audited and published."""
 
-    def __init__(self, db: Database, outbox: Outbox, *, emergency_hours: float, grant_days: float) -> None:
+    def __init__(
+        self, db: Database, outbox: Outbox, keys: DataKeyCache, *, emergency_hours: float, grant_days: float
+    ) -> None:
         self.db = db
         self.outbox = outbox
+        self.keys = keys
         self.emergency = timedelta(hours=emergency_hours)
         self.longest_grant = timedelta(days=grant_days)
+
+    async def _cipher(self, tx: store.Tx, patient_id: str, *, create: bool = False) -> FieldCipher | None:
+        return await sealed_rows.cipher(tx, self.keys, patient_id, create=create)
 
     async def _known_patient(self, tx: store.Tx, patient_id: str) -> None:
         if await sql.user_role(tx.conn, uuid.UUID(patient_id)) != "PATIENT":
@@ -67,12 +75,15 @@ class Grants:
             await self._known_patient(tx, patient_id)
             if await sql.active_grant(tx.conn, uuid.UUID(patient_id), uuid.UUID(me.user_id), now):
                 raise FailedPrecondition("you already have an active grant on this chart")
+            cipher = await self._cipher(tx, patient_id, create=True)
+            request_id = uuid.uuid4()
+            sealed = seal_text(cipher, "access_requests", str(request_id), "reason", reason)
             row = await sql.insert_request(
-                tx.conn, uuid.uuid4(), uuid.UUID(patient_id), uuid.UUID(me.user_id), reason, now
+                tx.conn, request_id, uuid.UUID(patient_id), uuid.UUID(me.user_id), sealed, now
             )
             if row is None:
                 raise AlreadyExists("you already have a pending access request for this chart")
-            request = to_request(row)
+            request = to_request(row, cipher)
             event = events_pb2.RecordAccessRequested(
                 access_request_id=request.id,
                 patient_id=patient_id,
@@ -80,7 +91,7 @@ class Grants:
                 request_time=timestamp(now),
             )
             await self.outbox.add(tx.session, event, aggregate_id=patient_id)
-            await self._log(tx, me, patient_id, "CreateAccessRequest", reason=reason)
+            await self._log(tx, me, patient_id, "CreateAccessRequest", reason=log_reason(cipher, reason))
             return await once.done(tx, me, request)
 
     async def deny(self, me: Caller, patient_id: str, request_id: str) -> policy.AccessRequest:
@@ -91,10 +102,11 @@ class Grants:
             row = await sql.request(tx.conn, uuid.UUID(patient_id), uuid.UUID(request_id), lock=True)
             if row is None:
                 raise NotFound(f"access request {request_id} not found")
-            policy.check_decidable(to_request(row))
+            cipher = await self._cipher(tx, patient_id)
+            policy.check_decidable(to_request(row, cipher))
             row = await sql.decide_request(tx.conn, row["id"], "DENIED", None, now)
             await self._log(tx, me, patient_id, "DenyAccessRequest")
-        return to_request(row)
+        return to_request(row, cipher)
 
     async def grant(
         self,
@@ -124,7 +136,7 @@ class Grants:
                 )
                 if row is None:
                     raise NotFound(f"access request {access_request_id} not found")
-                policy.check_decidable(to_request(row), grantee_id)
+                policy.check_decidable(to_request(row, await self._cipher(tx, patient_id)), grantee_id)
             if await sql.active_grant(tx.conn, uuid.UUID(patient_id), uuid.UUID(grantee_id), now):
                 raise AlreadyExists("this clinician already has an active grant on your chart")
             grant_id = uuid.uuid4()
@@ -153,7 +165,7 @@ class Grants:
             )
             await self.outbox.add(tx.session, event, aggregate_id=patient_id)
             await self._log(tx, me, patient_id, "CreateAccessGrant", basis=Basis.SELF, grant_id=str(grant_id))
-            return await once.done(tx, me, to_grant(row))
+            return await once.done(tx, me, to_grant(row, None))  # a patient's grant has no text
 
     async def revoke(self, me: Caller, patient_id: str, grant_id: str) -> policy.AccessGrant:
         if not ((me.role is Role.PATIENT and me.user_id == patient_id) or me.role is Role.ADMIN):
@@ -163,8 +175,9 @@ class Grants:
             row = await sql.grant(tx.conn, uuid.UUID(patient_id), uuid.UUID(grant_id), lock=True)
             if row is None:
                 raise NotFound(f"access grant {grant_id} not found")
+            cipher = await self._cipher(tx, patient_id)
             if row["revoke_time"] is not None:
-                return to_grant(row)
+                return to_grant(row, cipher)
             row = await sql.revoke_grant(tx.conn, row["id"], uuid.UUID(me.user_id), now)
             event = events_pb2.RecordAccessRevoked(
                 access_grant_id=grant_id,
@@ -175,7 +188,7 @@ class Grants:
             )
             await self.outbox.add(tx.session, event, aggregate_id=patient_id)
             await self._log(tx, me, patient_id, "RevokeAccessGrant", grant_id=grant_id)
-        return to_grant(row)
+        return to_grant(row, cipher)
 
     async def break_glass(self, me: Caller, patient_id: str, justification: str) -> policy.AccessGrant:
         if me.role is not Role.DOCTOR:
@@ -183,6 +196,7 @@ class Grants:
         now = datetime.now(UTC)
         async with store.transaction(self.db) as tx:
             await self._known_patient(tx, patient_id)
+            cipher = await self._cipher(tx, patient_id, create=True)
             grant_id = uuid.uuid4()
             expire = now + self.emergency
             row = await sql.insert_grant(
@@ -193,7 +207,7 @@ class Grants:
                     uuid.UUID(me.user_id),
                     "EMERGENCY",
                     None,
-                    justification,
+                    seal_text(cipher, "access_grants", str(grant_id), "justification", justification),
                     expire,
                     now,
                 ),
@@ -213,24 +227,26 @@ class Grants:
                 "BreakGlass",
                 basis=Basis.EMERGENCY,
                 grant_id=str(grant_id),
-                reason=justification,
+                reason=log_reason(cipher, justification),
                 emergency=True,
             )
-        return to_grant(row)
+        return to_grant(row, cipher)
 
     async def list_requests(self, me: Caller, patient_id: str, status: str | None, after, limit: int):
         policy.may_manage_access(me, patient_id)
         mine = uuid.UUID(me.user_id) if me.role in policy.CLINICIANS else None
         async with store.transaction(self.db) as tx:
             rows = await sql.list_requests(tx.conn, uuid.UUID(patient_id), mine, status, after, limit)
-        return [to_request(r) for r in rows]
+            cipher = await self._cipher(tx, patient_id)
+        return [to_request(r, cipher) for r in rows]
 
     async def list_grants(self, me: Caller, patient_id: str, after, limit: int):
         policy.may_manage_access(me, patient_id)
         mine = uuid.UUID(me.user_id) if me.role in policy.CLINICIANS else None
         async with store.transaction(self.db) as tx:
             rows = await sql.list_grants(tx.conn, uuid.UUID(patient_id), mine, after, limit)
-        return [to_grant(r) for r in rows]
+            cipher = await self._cipher(tx, patient_id)
+        return [to_grant(r, cipher) for r in rows]
 
 
 def _not_the_patient(me: Caller, patient_id: str) -> Exception:
@@ -239,12 +255,18 @@ def _not_the_patient(me: Caller, patient_id: str) -> Exception:
     return PermissionDenied("only the patient decides who sees their chart")
 
 
-def to_request(row) -> policy.AccessRequest:
+def log_reason(cipher: FieldCipher, text: str) -> str:
+    """A clinician's text copied into the access log: sealed, bound to the patient (the chain
+    guards the entry it sits in)."""
+    return seal_text(cipher, "access_log", "", "reason", text)
+
+
+def to_request(row, cipher: FieldCipher | None) -> policy.AccessRequest:
     return policy.AccessRequest(
         id=str(row["id"]),
         patient_id=str(row["patient_id"]),
         requester_id=str(row["requester_id"]),
-        reason=row["reason"],
+        reason=open_text(cipher, "access_requests", str(row["id"]), "reason", row["reason"]),
         status=row["status"],
         access_grant_id=str(row["access_grant_id"]) if row["access_grant_id"] else None,
         create_time=row["create_time"],
@@ -252,14 +274,16 @@ def to_request(row) -> policy.AccessRequest:
     )
 
 
-def to_grant(row) -> policy.AccessGrant:
+def to_grant(row, cipher: FieldCipher | None) -> policy.AccessGrant:
     return policy.AccessGrant(
         id=str(row["id"]),
         patient_id=str(row["patient_id"]),
         grantee_id=str(row["grantee_id"]),
         kind=row["kind"],
         access_request_id=str(row["access_request_id"]) if row["access_request_id"] else None,
-        justification=row["justification"],
+        justification=open_text(
+            cipher, "access_grants", str(row["id"]), "justification", row["justification"]
+        ),
         expire_time=row["expire_time"],
         revoke_time=row["revoke_time"],
         create_time=row["create_time"],

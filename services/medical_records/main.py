@@ -41,9 +41,13 @@ def build(settings: Settings) -> ServiceApp:
         reads,
         ChartWrites(gate, keys, outbox, reads),
         Grants(
-            db, outbox, emergency_hours=settings.emergency_access_hours, grant_days=settings.access_grant_days
+            db,
+            outbox,
+            keys,
+            emergency_hours=settings.emergency_access_hours,
+            grant_days=settings.access_grant_days,
         ),
-        AuditLog(db),
+        AuditLog(db, keys),
         Retries(IdempotencyKeys(store.metadata), keys),
     )
     app.add_servicer(

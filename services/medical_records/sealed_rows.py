@@ -4,13 +4,33 @@ crypto.DataLoss (the gate logs it as an integrity error)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 
 from medical_records import domain, icd10, store
-from medical_records.crypto import DataKeyCache, FieldCipher, WrappedKey
+from medical_records.crypto import DataKeyCache, FieldCipher, Tampered, WrappedKey
 from medical_records.policy import Section
 from medical_records.store import chart as sql
+
+# Free text a clinician writes outside the chart (an access request's reason, a break-the-glass
+# justification, and their copies in the access log) may be clinical too: it is stored sealed, as
+# text in its text column. Text the service writes itself ("integrity check failed") stays plain.
+SEALED_TEXT = "sealed:"
+
+
+def seal_text(cipher: FieldCipher, table: str, row_id: str, field: str, value: str) -> str:
+    if not value:
+        return ""
+    return SEALED_TEXT + base64.b64encode(cipher.seal(table, row_id, field, value)).decode()
+
+
+def open_text(cipher: FieldCipher | None, table: str, row_id: str, field: str, stored: str) -> str:
+    if not stored.startswith(SEALED_TEXT):
+        return stored
+    if cipher is None:
+        raise Tampered(table, row_id, field)
+    return cipher.open(table, row_id, field, base64.b64decode(stored[len(SEALED_TEXT) :]))
 
 
 def _id(value) -> str | None:

@@ -87,6 +87,25 @@ def test_no_table_no_wal_segment_and_no_log_line_holds_a_note(clinic, mesh):
     )
     assert diagnosis.status_code == 200, diagnosis.text
     assert marker in chart(edge, doctor, patient.user_id).text  # it is there, and it reads back
+    # A clinician's reasons outside the chart may be clinical too: sealed the same way.
+    stranger = new_doctor(edge, edge.admin(), mesh)
+    asked = edge.http.post(
+        f"/v1/records/{patient.user_id}/accessRequests",
+        json={"reason": f"second opinion on {marker}"},
+        headers=stranger.auth,
+    )
+    assert asked.status_code == 200, asked.text
+    glass = edge.http.post(
+        f"/v1/records/{patient.user_id}:breakGlass",
+        json={"justification": f"collapsed in the waiting room, {marker}"},
+        headers=doctor.auth,
+    )
+    assert glass.status_code == 200, glass.text
+    shown = [
+        edge.http.get(f"/v1/records/{patient.user_id}/{part}", headers=patient.auth).text
+        for part in ("accessRequests", "accessGrants", "accessLog")
+    ]
+    assert all(marker in text for text in shown)  # the patient reads all three
 
     tables = [
         r["tablename"]
