@@ -20,10 +20,10 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from clinic_platform.auth import Caller, Role
+from clinic_platform.auth import Caller
 from clinic_platform.context import current_request_id
 from clinic_platform.db import Database
-from clinic_platform.errors import PermissionDenied, Unavailable
+from clinic_platform.errors import Unavailable
 from medical_records import policy, sealed_rows, store
 from medical_records.crypto import DataKeyCache
 from medical_records.policy import Action, Basis, Decision, LogEntry
@@ -215,8 +215,9 @@ class AuditLog:
     async def entries(self, me: Caller, patient_id: str | None, actor_id: str | None, before, limit: int):
         """Entries newest first; a clinician's text in them is opened only for the chart's patient
         and its author, and blank for everyone else."""
-        if me.role not in (Role.PATIENT, Role.ADMIN):
-            raise PermissionDenied("only the patient and admins read a chart's access log")
+        if (refusal := policy.log_refusal(me, patient_id)) is not None:
+            await record(self.db, Event(patient_id, me, Action.READ, "ListAccessLogEntries", "DENIED"))
+            raise refusal
         async with store.connection(self.db) as tx:
             rows = await sql.page(tx.conn, _uuid(patient_id), _uuid(actor_id), before, limit)
             entries, ciphers = [], {}

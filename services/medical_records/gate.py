@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from clinic_platform.auth import Caller
 from clinic_platform.db import Database
+from clinic_platform.errors import PermissionDenied
 from medical_records import audit, policy, store
 from medical_records.crypto import DataLoss
 from medical_records.policy import Action, Decision, Relationship
@@ -77,6 +78,11 @@ class Gate:
         except _Denied as denied:
             await self.batches.append(audit.Event.of(denied.decision, patient_id, me, action, method))
             policy.refuse(denied.decision, patient_id)
+        except PermissionDenied:
+            # A rule of the chart refused after the gate let the caller in (amending another
+            # doctor's note): a denial like any other, logged once the work has rolled back.
+            await self.batches.append(audit.Event(patient_id, me, action, method, "DENIED"))
+            raise
         except DataLoss:
             await self.batches.append(
                 audit.Event(

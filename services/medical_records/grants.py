@@ -232,8 +232,14 @@ class Grants:
             )
         return to_grant(row, cipher)
 
+    async def _may_manage_access(self, me: Caller, patient_id: str, method: str) -> None:
+        try:
+            policy.may_manage_access(me, patient_id)
+        except (NotFound, PermissionDenied) as refusal:
+            await self._refuse(me, patient_id, method, refusal)
+
     async def list_requests(self, me: Caller, patient_id: str, status: str | None, after, limit: int):
-        policy.may_manage_access(me, patient_id)
+        await self._may_manage_access(me, patient_id, "ListAccessRequests")
         mine = uuid.UUID(me.user_id) if me.role in policy.CLINICIANS else None
         async with store.transaction(self.db) as tx:
             rows = await sql.list_requests(tx.conn, uuid.UUID(patient_id), mine, status, after, limit)
@@ -241,7 +247,7 @@ class Grants:
         return [to_request(r, cipher) for r in rows]
 
     async def list_grants(self, me: Caller, patient_id: str, after, limit: int):
-        policy.may_manage_access(me, patient_id)
+        await self._may_manage_access(me, patient_id, "ListAccessGrants")
         mine = uuid.UUID(me.user_id) if me.role in policy.CLINICIANS else None
         async with store.transaction(self.db) as tx:
             rows = await sql.list_grants(tx.conn, uuid.UUID(patient_id), mine, after, limit)

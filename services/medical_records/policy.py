@@ -177,6 +177,17 @@ def may_manage_access(me: Caller, patient_id: str) -> None:
         raise PermissionDenied(f"a {me.role.lower()} does not see access to charts")
 
 
+def log_refusal(me: Caller, patient_id: str | None) -> Exception | None:
+    """Why `me` may not list the access log of `patient_id`'s chart (None: every chart's), if not."""
+    if patient_id is None and me.role is not Role.ADMIN:
+        return PermissionDenied("only admins list every chart's access log")
+    if me.role is Role.PATIENT and me.user_id != patient_id:
+        return NotFound(f"no chart for patient {patient_id}")
+    if me.role not in (Role.PATIENT, Role.ADMIN):
+        return PermissionDenied("only the patient and admins read a chart's access log")
+    return None
+
+
 @dataclass(frozen=True)
 class LogEntry:
     sequence: int

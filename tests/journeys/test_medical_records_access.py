@@ -219,3 +219,40 @@ def test_break_the_glass_opens_the_chart_at_once_for_a_while_and_stands_out_in_t
     assert (
         edge.http.get(f"/v1/records/{pid}/accessLog", headers=cast["other_patient"].auth).status_code == 404
     )
+
+
+def test_refusals_after_the_gate_and_on_the_access_routes_are_logged_as_denials(people, mesh):
+    edge, cast, _ = people
+    patient = new_patient(edge, mesh)
+    author, colleague = cast["doctor_with_appointment"], new_doctor(edge, edge.admin(), mesh)
+    book(edge, mesh, patient, author)
+    book(edge, mesh, patient, colleague)
+    pid = patient.user_id
+    written = note(edge, author, pid, **NOTE)
+    assert written.status_code == 200, written.text
+    note_id = written.json()["note"]["id"]
+
+    amended = edge.http.patch(
+        f"/v1/records/{pid}/notes/{note_id}",
+        params={"update_mask": "plan"},
+        json={"plan": "something else"},
+        headers=colleague.auth,
+    )
+    assert amended.status_code == 403, amended.text
+    listed = edge.http.get(f"/v1/records/{pid}/accessRequests", headers=cast["receptionist"].auth)
+    assert listed.status_code == 403
+    grants = edge.http.get(f"/v1/records/{pid}/accessGrants", headers=cast["other_patient"].auth)
+    assert grants.status_code == 404
+    log = edge.http.get(f"/v1/records/{pid}/accessLog", headers=cast["analyst"].auth)
+    assert log.status_code == 403
+
+    denials = {(e["actor_id"], e["method"]) for e in log_entries(mesh, pid) if e["outcome"] == "DENIED"}
+    assert denials == {
+        (colleague.user_id, "UpdateNote"),
+        (cast["receptionist"].user_id, "ListAccessRequests"),
+        (cast["other_patient"].user_id, "ListAccessGrants"),
+        (cast["analyst"].user_id, "ListAccessLogEntries"),
+    }
+    # The refused amendment changed nothing.
+    revisions = edge.http.get(f"/v1/records/{pid}/notes/{note_id}/revisions", headers=author.auth).json()
+    assert [r["plan"] for r in revisions["revisions"]] == [NOTE["plan"]]
