@@ -9,7 +9,10 @@ explicit offsets after their effects. For those settings, on the stack's real br
 - a group that commits part way, closes and comes back resumes at its committed offsets and gets
   the rest: nothing is skipped;
 - and, separately, the high watermark the broker reports: Tansu 0.6.0 reports the base offset of
-  a partition's last batch + 1, which misses the rest of that batch (a strict xfail below).
+  a partition's last batch + 1, which misses the rest of that batch (a strict xfail below);
+- a group member closed after its join is replaced at once; one closed in the middle of its first
+  join is never expired by Tansu 0.6.0, so the group's next member gets no partitions (a strict
+  xfail below; why tests restarting a service wait until its consumer has joined again).
 
 Consumers here read until they have seen every produced record or a deadline passes, never "up
 to the high watermark", because the watermark is the thing in doubt.
@@ -257,4 +260,56 @@ def test_the_reported_high_watermark_is_the_end_of_each_partition(stack, batched
     assert reported == real, (
         f"the broker reports {sum(reported.values())} records ({reported}) where "
         f"{sum(real.values())} are stored ({real})"
+    )
+
+
+JOIN_DEADLINE_SECONDS = 20.0  # a join takes about 3 s on the local broker
+
+
+def joins_within(consumer: Consumer, seconds: float) -> bool:
+    """Poll (which drives the group protocol) until the consumer has partitions or time is up."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        consumer.poll(0.2)
+        if consumer.assignment():
+            return True
+    return False
+
+
+def group_after_a_member_leaves(stack, *, first_joins: bool) -> bool:
+    """Does a second member of a group get partitions after the first one closed?"""
+    topic, group = f"conformance-join-{uuid.uuid4().hex[:8]}", f"conformance-join-{uuid.uuid4().hex[:8]}"
+    ensure_topics(stack.kafka_bootstrap, [topic], PARTITIONS)
+    first = new_consumer(stack.kafka_bootstrap, group)
+    first.subscribe([topic])
+    if first_joins:
+        assert joins_within(first, JOIN_DEADLINE_SECONDS), "the first member never joined"
+    else:
+        first.poll(0.2)  # the join has started
+        if first.assignment():
+            first.close()
+            pytest.skip("the join finished before it could be interrupted")
+    first.close()
+    second = new_consumer(stack.kafka_bootstrap, group)
+    second.subscribe([topic])
+    try:
+        return joins_within(second, JOIN_DEADLINE_SECONDS)
+    finally:
+        second.close()
+
+
+def test_a_member_closed_after_its_join_is_replaced(stack):
+    assert group_after_a_member_leaves(stack, first_joins=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="Tansu 0.6.0 keeps a member closed in the middle of its first join and never expires it: "
+    "the group's next member gets no partitions. If this passes, the broker is fixed: tests that "
+    "restart a service (tests/support/records.restart_records) need not wait for its consumer to join.",
+)
+def test_a_member_closed_while_joining_is_replaced(stack):
+    assert group_after_a_member_leaves(stack, first_joins=False), (
+        f"no partitions for the next member within {JOIN_DEADLINE_SECONDS:.0f} s"
     )
